@@ -1,0 +1,39 @@
+# darts_lit: `make book` builds the executed book, `make test` runs every check CI runs.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP_QUIET := 2>&1 | { grep -v -E "is ignored: it is neither|^$$" || true; }
+STAMP := $(VENV)/.installed
+CHAPTER_NB := build/chapters
+
+.PHONY: setup export book test golden lint clean
+
+setup: $(STAMP)
+
+# Re-install when the dependencies change; torch/torchvision pinned by constraints.txt.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip $(PIP_QUIET)
+	$(PY) -m pip install -q -c constraints.txt -e ".[book,test]" $(PIP_QUIET)
+	$(PY) -c "import darts_lit, torch; print('installed darts_lit', darts_lit.__version__, 'torch', torch.__version__)"
+	touch $(STAMP)
+
+export: setup
+	$(PY) tools/export.py
+
+book: setup export
+	$(VENV)/bin/jupyter-book build . -W -n --keep-going
+	@echo "Book: _build/html/index.html"
+
+lint: setup
+	$(PY) -m ruff check darts_lit tools tests benchmarks
+
+test: setup lint
+	$(PY) tools/chapters.py prepare $(CHAPTER_NB)
+	$(PY) -m pytest tests $(CHAPTER_NB) --nbval-lax --nbval-current-env --nbval-cell-timeout=900 -p no:cacheprovider
+
+golden: setup
+	$(PY) tools/chapters.py golden $(CHAPTERS)
+
+clean:
+	rm -rf _build build

@@ -1,0 +1,11 @@
+"""darts_lit: a literate, tested and fast DARTS with FBNet's latency objective.
+
+The modules are generated from the chapters of the book (see each module's header); this
+file only re-exports the public names.
+"""
+
+__version__ = "0.1.0"
+
+from darts_lit.data import DatasetInfo, get_dataset, search_loaders  # noqa: F401
+from darts_lit.mixed_op import MixedOp  # noqa: F401
+from darts_lit.ops import OPS, PRIMITIVES, count_params, make_op  # noqa: F401
