@@ -6,7 +6,7 @@ PIP_QUIET := 2>&1 | { grep -v -E "is ignored: it is neither|^$$" || true; }
 STAMP := $(VENV)/.installed
 CHAPTER_NB := build/chapters
 
-.PHONY: setup export book test golden lint clean
+.PHONY: setup export book test chapter golden lint clean
 
 setup: $(STAMP)
 
@@ -31,6 +31,12 @@ lint: setup
 test: setup lint
 	$(PY) tools/chapters.py prepare $(CHAPTER_NB)
 	$(PY) -m pytest tests $(CHAPTER_NB) --nbval-lax --nbval-current-env --nbval-cell-timeout=900 -p no:cacheprovider
+
+# One chapter while writing it: make chapter NAME=02_ops
+chapter: setup
+	$(PY) tools/export.py book/$(NAME).md
+	$(PY) tools/chapters.py prepare build/chapter-$(NAME) $(NAME)
+	$(PY) -m pytest build/chapter-$(NAME) --nbval-lax --nbval-current-env --nbval-cell-timeout=900 -p no:cacheprovider -q
 
 golden: setup
 	$(PY) tools/chapters.py golden $(CHAPTERS)

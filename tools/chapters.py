@@ -1,6 +1,6 @@
 """Turn the book's chapters into notebooks that the test suite executes.
 
-    python tools/chapters.py prepare OUT_DIR   # notebooks for `pytest --nbval-lax`
+    python tools/chapters.py prepare OUT_DIR [NAME ...] # for `pytest --nbval-lax`
     python tools/chapters.py golden [NAME ...] # (re)record the checked outputs
 
 `prepare` reads every chapter listed in `_toc.yml` with jupytext, injects the CI-size
@@ -76,13 +76,17 @@ def checked_cells(nb):
             if c.cell_type == "code" and CHECK_TAG in c.metadata.get("tags", [])]
 
 
-def prepare(out_dir: Path) -> int:
+def prepare(out_dir: Path, names=()) -> int:
     """Write one notebook per chapter into `out_dir`, recorded outputs filled in."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in out_dir.glob("*.ipynb"):
         old.unlink()
     problems = []
-    for path in chapters():
+    selected = [p for p in chapters() if not names or p.stem in names]
+    if names and len(selected) != len(set(names)):
+        print(f"not all of {names} are chapters listed in _toc.yml", file=sys.stderr)
+        return 1
+    for path in selected:
         nb = load_chapter(path)
         golden_file = GOLDEN / f"{path.stem}.json"
         golden = json.loads(golden_file.read_text()) if golden_file.exists() else {}
@@ -103,7 +107,7 @@ def prepare(out_dir: Path) -> int:
         print("\n".join(problems), file=sys.stderr)
         print("Record them with `make golden` and review the diff.", file=sys.stderr)
         return 1
-    print(f"prepared {len(chapters())} chapters in {out_dir}")
+    print(f"prepared {len(selected)} chapters in {out_dir}")
     return 0
 
 
@@ -147,8 +151,8 @@ def golden(names: list[str]) -> int:
 
 if __name__ == "__main__":
     cmd, *rest = sys.argv[1:] or ["help"]
-    if cmd == "prepare" and len(rest) == 1:
-        sys.exit(prepare(Path(rest[0])))
+    if cmd == "prepare" and rest:
+        sys.exit(prepare(Path(rest[0]), rest[1:]))
     if cmd == "golden":
         sys.exit(golden(rest))
     sys.exit(__doc__)

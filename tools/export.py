@@ -9,8 +9,9 @@ jupytext's ids by a hash of the cell's source, so the export is a pure function 
 chapter text: running it twice changes nothing, and editing one cell moves no other
 cell's marker. nbdev wraps `__all__` at 120 columns; we re-wrap it at the project's 88.
 
-Usage: python tools/export.py [--check]
+Usage: python tools/export.py [--check] [CHAPTER.md ...]
   --check  export into a temporary copy and fail if any generated file would change.
+  CHAPTER  export only these chapters (while writing one; `make export` does all).
 """
 
 import argparse
@@ -128,8 +129,14 @@ def check() -> int:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true")
+    ap.add_argument("chapters", nargs="*", type=Path)
     args = ap.parse_args()
     if args.check:
         sys.exit(check())
+    if args.chapters:
+        for chapter in args.chapters:
+            for f in export_chapter(chapter.resolve(), LIB):
+                print(f"exported darts_lit/{f.name}")
+        sys.exit(0)
     for name in sorted(export_all(LIB)):
         print(f"exported darts_lit/{name}")
