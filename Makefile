@@ -26,7 +26,7 @@ book: setup export
 	@echo "Book: _build/html/index.html"
 
 lint: setup
-	$(PY) -m ruff check darts_lit tools tests benchmarks
+	$(PY) -m ruff check darts_lit tools tests $(wildcard benchmarks)
 
 test: setup lint
 	$(PY) tools/chapters.py prepare $(CHAPTER_NB)
