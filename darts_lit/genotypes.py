@@ -2,10 +2,19 @@
 
 # %% auto #0
 __all__ = ['Genotype', 'NASNet', 'AmoebaNet', 'DARTS_V1', 'DARTS_V2', 'DARTS',
-           'GENOTYPES']
+           'GENOTYPES', 'GenotypeError', 'validate_cell', 'validate_genotype',
+           'genotype_to_dict', 'genotype_from_dict', 'parse_genotype', 'save_genotype',
+           'load_genotype', 'plot_cell', 'plot_alphas']
 
-# %% ../book/04_genotypes.md #ba023815
+# %% ../book/04_genotypes.md #cd116913
+import ast
+import json
 from collections import namedtuple
+from pathlib import Path
+
+import torch
+
+from .ops import OPS, PRIMITIVES
 
 # %% ../book/04_genotypes.md #3560814f
 Genotype = namedtuple("Genotype", "normal normal_concat reduce reduce_concat")
@@ -70,3 +79,228 @@ DARTS_V2 = Genotype(
 DARTS = DARTS_V2
 GENOTYPES = {"NASNet": NASNet, "AmoebaNet": AmoebaNet,
              "DARTS_V1": DARTS_V1, "DARTS_V2": DARTS_V2, "DARTS": DARTS}
+
+# %% ../book/04_genotypes.md #ffd56c66
+class GenotypeError(ValueError):
+    """A genotype that does not describe a valid cell."""
+
+# %% ../book/04_genotypes.md #d486d52b
+def validate_cell(cell, concat, part: str = "normal", ops=OPS) -> None:
+    """Check a cell [(op, input), ...] and its concat; raise GenotypeError if bad."""
+    cell = list(cell)
+    if not cell or len(cell) % 2:
+        raise GenotypeError(
+            f"{part}: every intermediate node needs exactly two inputs, but "
+            f"{len(cell)} (op, input) pairs give node {len(cell) // 2 + 2} "
+            f"{'only one' if cell else 'none'}")
+    for e, pair in enumerate(cell):
+        node = e // 2 + 2  # the genotype index of the node this pair feeds
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2
+                and isinstance(pair[0], str) and isinstance(pair[1], int)):
+            raise GenotypeError(f"{part}[{e}] is {pair!r}; expected an "
+                                f"(op_name, input_index) pair like ('sep_conv_3x3', 0)")
+        op, j = pair
+        if op not in ops:
+            raise GenotypeError(f"{part}: node {node} uses unknown op {op!r}; "
+                                f"valid op names: {', '.join(ops)}")
+        if not 0 <= j < node:
+            raise GenotypeError(
+                f"{part}: node {node} reads input {j}, a node not yet computed; node "
+                f"{node} may read nodes 0 to {node - 1} (0 and 1 are the cell inputs)")
+    n = len(cell) // 2 + 2  # nodes in all, inputs included
+    concat = list(concat)
+    bad = [c for c in concat if not isinstance(c, int) or not 2 <= c < n]
+    if not concat or bad:
+        raise GenotypeError(f"{part}_concat {concat} is outside the node range: the "
+                            f"intermediate nodes of this cell are 2 to {n - 1}")
+
+# %% ../book/04_genotypes.md #aacdcd64
+def validate_genotype(genotype: Genotype, ops=OPS) -> Genotype:
+    """Check both cells of `genotype`; return it unchanged, or raise GenotypeError."""
+    validate_cell(genotype.normal, genotype.normal_concat, "normal", ops)
+    validate_cell(genotype.reduce, genotype.reduce_concat, "reduce", ops)
+    return genotype
+
+# %% ../book/04_genotypes.md #1092d3da
+def genotype_to_dict(genotype: Genotype) -> dict:
+    """A JSON-ready dict: cells as lists of [op, input], concats as lists of ints."""
+    return {"normal": [[op, int(j)] for op, j in genotype.normal],
+            "normal_concat": [int(c) for c in genotype.normal_concat],
+            "reduce": [[op, int(j)] for op, j in genotype.reduce],
+            "reduce_concat": [int(c) for c in genotype.reduce_concat]}
+
+
+def genotype_from_dict(d: dict, validate: bool = True) -> Genotype:
+    """The Genotype of a `genotype_to_dict` dict (checked unless validate=False)."""
+    missing = [f for f in Genotype._fields if f not in d]
+    if missing:
+        raise GenotypeError(f"genotype is missing {', '.join(missing)}; it needs "
+                            f"{', '.join(Genotype._fields)}")
+    g = Genotype(normal=[tuple(pair) for pair in d["normal"]],
+                 normal_concat=list(d["normal_concat"]),
+                 reduce=[tuple(pair) for pair in d["reduce"]],
+                 reduce_concat=list(d["reduce_concat"]))
+    return validate_genotype(g) if validate else g
+
+# %% ../book/04_genotypes.md #6229095a
+def _literal(node: ast.AST):
+    """A literal, or the list of a literal `range(...)` call."""
+    try:
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                and node.func.id == "range" and not node.keywords):
+            return list(range(*(ast.literal_eval(a) for a in node.args)))
+        return ast.literal_eval(node)
+    except (ValueError, TypeError):
+        raise GenotypeError(f"cannot read {ast.unparse(node)!r}: only literals and "
+                            f"range(...) are accepted") from None
+
+
+def parse_genotype(text: str, validate: bool = True) -> Genotype:
+    """The Genotype in a `Genotype(normal=[...], ...)` log text, read without eval."""
+    start = text.find("Genotype(")
+    if start < 0:
+        raise GenotypeError("no 'Genotype(' in the text")
+    depth, end = 0, None
+    for end in range(start + len("Genotype"), len(text)):
+        depth += {"(": 1, ")": -1}.get(text[end], 0)
+        if depth == 0:
+            break
+    if depth:
+        raise GenotypeError("the Genotype(...) text is cut off (unbalanced parens)")
+    try:
+        call = ast.parse(text[start:end + 1], mode="eval").body
+        fields = dict(zip(Genotype._fields, map(_literal, call.args), strict=False))
+        fields.update({kw.arg: _literal(kw.value) for kw in call.keywords})
+    except SyntaxError as e:
+        raise GenotypeError(f"cannot read the Genotype(...) text: {e}") from None
+    return genotype_from_dict(fields, validate)
+
+# %% ../book/04_genotypes.md #e87bc583
+def save_genotype(genotype: Genotype, path) -> Path:
+    """Write `genotype` to `path` as JSON (after checking it); return the path."""
+    path = Path(path)
+    d = genotype_to_dict(validate_genotype(genotype))
+    path.write_text(json.dumps(d, indent=1) + "\n", encoding="utf-8")
+    return path
+
+
+def load_genotype(path) -> Genotype:
+    """Read a genotype from a JSON file, or from a file holding Genotype(...) text."""
+    text = Path(path).read_text(encoding="utf-8")
+    if text.lstrip().startswith("{"):
+        return genotype_from_dict(json.loads(text))
+    return parse_genotype(text)
+
+# %% ../book/04_genotypes.md #845e3e2b
+def _node_positions(cell) -> dict:
+    """(x, y) of every node: column = longest path from the inputs."""
+    n = len(cell) // 2
+    depth = {0: 0, 1: 0}
+    for i in range(n):
+        depth[i + 2] = 1 + max(depth[j] for _, j in cell[2 * i:2 * i + 2])
+    out = max(depth.values()) + 1
+    depth["out"] = out
+    columns = {}
+    for node, d in depth.items():
+        columns.setdefault(d, []).append(node)
+    tallest = max(len(nodes) for nodes in columns.values())
+    pos = {}
+    for d, nodes in columns.items():
+        # rows 1.4 apart; the two inputs spread over most of the tallest column
+        step = 1.4 if d else max(1.4, 0.7 * 1.4 * (tallest - 1))
+        for r, node in enumerate(nodes):
+            pos[node] = (2.4 * d, step * ((len(nodes) - 1) / 2 - r))
+    return pos
+
+# %% ../book/04_genotypes.md #204a5cc2
+def _bend(p0, p1, nodes, labels, clear=0.45):
+    """(rad, label xy) of an arc3 edge p0 -> p1 that avoids nodes and labels."""
+    (x0, y0), (x1, y1) = p0, p1
+    best = None
+    for rad in (0.0, 0.2, -0.2, 0.35, -0.35, 0.5, -0.5, 0.7, -0.7):
+        cx, cy = (x0 + x1) / 2 + rad * (y1 - y0), (y0 + y1) / 2 - rad * (x1 - x0)
+        curve = [((1 - t) ** 2 * x0 + 2 * (1 - t) * t * cx + t * t * x1,
+                  (1 - t) ** 2 * y0 + 2 * (1 - t) * t * cy + t * t * y1)
+                 for t in (i / 20 for i in range(21))]
+        gap = min([min(abs(complex(x - a, y - b)) for x, y in curve[2:19])
+                   for a, b in nodes] + [9.0])
+        for mid in (curve[13], curve[10], curve[7]):  # label at t = 0.65, 1/2, 0.35
+            # a label is about 1 unit wide and 0.2 high
+            near = min([max(abs(mid[0] - a) / 2, abs(mid[1] - b) * 2)
+                        for a, b in labels] + [9.0])
+            if min(gap, near) > clear:
+                return rad, mid
+            if best is None or min(gap, near) > best[0]:
+                best = (min(gap, near), rad, mid)
+    return best[1:]
+
+# %% ../book/04_genotypes.md #fe24131b
+def plot_cell(genotype_part, concat, ax=None, title=None):
+    """Draw a cell [(op, input), ...] with its concat as a DAG; return the axes."""
+    import matplotlib.pyplot as plt
+
+    cell = list(genotype_part)
+    validate_cell(cell, concat, "cell")
+    pos = _node_positions(cell)
+    if ax is None:
+        width = max(x for x, _ in pos.values()) / 2.4 + 1
+        height = max(abs(y) for _, y in pos.values()) * 2 + 1.5
+        _, ax = plt.subplots(figsize=(1.9 * width + 1, 0.9 * height + 1))
+    names = {0: "$c_{k-2}$", 1: "$c_{k-1}$", "out": "$c_{k}$"}
+    colours = {0: "#b7e4c7", 1: "#b7e4c7", "out": "#ffe08a"}
+    arrow = dict(arrowstyle="-|>", shrinkA=14, shrinkB=14, lw=1.2)
+    labels = []
+    for e, (op, j) in enumerate(cell):
+        src, dst = pos[j], pos[e // 2 + 2]
+        others = [xy for node, xy in pos.items() if node not in (j, e // 2 + 2)]
+        rad, (xm, ym) = _bend(src, dst, others, labels)
+        labels.append((xm, ym))
+        colour = plt.get_cmap("tab10")(list(OPS).index(op) % 10)
+        ax.annotate("", dst, src, arrowprops=dict(
+            arrow, color=colour, connectionstyle=f"arc3,rad={rad}"))
+        ax.text(xm, ym, op, fontsize=7, ha="center", va="center", color=colour,
+                bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.85))
+    for c in concat:
+        ax.annotate("", pos["out"], pos[c], arrowprops=dict(arrow, color="0.6"))
+    for node, (x, y) in pos.items():
+        ax.text(x, y, names[node] if node in names else str(node - 2),
+                ha="center", va="center", fontsize=10, zorder=3,
+                bbox=dict(boxstyle="round,pad=0.4", fc=colours.get(node, "#a9d6f5")))
+    ax.set_aspect("equal")
+    ax.update_datalim([xy for xy in pos.values()] + labels)
+    ax.autoscale_view()
+    ax.margins(0.12)
+    ax.axis("off")
+    if title:
+        ax.set_title(title)
+    return ax
+
+# %% ../book/04_genotypes.md #5daaacb4
+def plot_alphas(alphas, primitives=PRIMITIVES, ax=None, title=None):
+    """Heat map of softmax(α) [num_edges, num_ops], one row per edge; returns the ax."""
+    import matplotlib.pyplot as plt
+
+    a = torch.as_tensor(alphas).detach().float().cpu()
+    k, steps = a.shape[0], 0
+    while sum(2 + i for i in range(steps)) < k:
+        steps += 1
+    if a.dim() != 2 or a.shape[1] != len(primitives) or 2 * k != steps * (steps + 3):
+        raise ValueError(f"α must be [num_edges, {len(primitives)}] with num_edges = "
+                         f"2 + 3 + ... + (steps + 1), got {tuple(a.shape)}")
+    w = a.softmax(dim=-1).numpy()  # [k, num_ops]
+    rows = [f"{j}→{i + 2}" for i in range(steps) for j in range(i + 2)]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(0.6 * len(primitives) + 2, 0.3 * k + 1.5))
+    im = ax.imshow(w, cmap="viridis", aspect="auto", vmin=0.0)  # 0 = no weight
+    ax.set_xticks(range(len(primitives)), primitives, rotation=45, ha="right")
+    ax.set_yticks(range(k), rows)
+    ax.set_xlabel("operation")
+    ax.set_ylabel("edge")
+    for r in range(k):
+        for c in range(len(primitives)):
+            ax.text(c, r, f"{w[r, c]:.2f}", ha="center", va="center", fontsize=6,
+                    color="white" if w[r, c] < w.max() / 2 else "black")
+    ax.figure.colorbar(im, ax=ax, label="softmax(α)")
+    if title:
+        ax.set_title(title)
+    return ax
