@@ -34,7 +34,7 @@ $(MATHJAX):
 	fi
 
 book: setup export $(MATHJAX)
-	$(VENV)/bin/jupyter-book build . -W -n --keep-going
+	$(VENV)/bin/jupyter-book build . -W --keep-going
 	@echo "Book: _build/html/index.html"
 
 lint: setup
