@@ -1,0 +1,104 @@
+"""Tests of the `darts-lit` command line, run in-process with tiny sizes."""
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from darts_lit.cli import build_parser, main
+from darts_lit.genotypes import load_genotype
+from darts_lit.model_search import Network
+
+TINY = ["--dataset", "digits", "--epochs", "2", "--batch-size", "16",
+        "--init-channels", "2", "--layers", "3", "--nodes", "2",
+        "--max-steps-per-epoch", "2", "--seed", "3", "--device", "cpu"]
+
+
+def test_search_writes_the_run_folder(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["search", *TINY, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "genotype: Genotype(normal=[" in printed and "epoch 2/2" in printed
+    names = {p.name for p in out.iterdir()}
+    assert {"checkpoint.pt", "history.json", "genotype.json", "accuracy.png",
+            "alphas_normal.png", "alphas_reduce.png", "cell_normal.png",
+            "cell_reduce.png"} <= names
+    history = json.loads((out / "history.json").read_text())
+    assert len(history) == 2
+    assert str(load_genotype(out / "genotype.json")) in printed
+
+
+def test_stop_and_resume(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    assert main(["search", *TINY, "--out", out, "--stop-after", "1"]) == 0
+    assert "epoch 1/2" in capsys.readouterr().out
+    assert main(["search", *TINY, "--out", out, "--resume"]) == 0
+    assert "epoch 2/2" in capsys.readouterr().out
+    assert len(json.loads((tmp_path / "run" / "history.json").read_text())) == 2
+
+
+def test_second_order_exact(tmp_path):
+    out = tmp_path / "run"
+    args = ["search", *TINY, "--epochs", "1", "--unrolled", "--exact-hvp", "--quiet"]
+    assert main([*args, "--out", str(out)]) == 0
+    ckpt = __import__("torch").load(out / "checkpoint.pt", weights_only=True)
+    assert ckpt["config"]["unrolled"] and ckpt["config"]["hvp"] == "exact"
+
+
+def _search_parser():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    return sub.choices["search"]
+
+
+def test_help_documents_every_option_with_the_papers_default(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["search", "--help"])
+    assert e.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    helps = {a.option_strings[-1]: " ".join(a.help.split())
+             for a in _search_parser()._actions if a.option_strings}
+    assert all(h for h in helps.values())  # every option is documented
+    assert all(h in text for h in helps.values())  # ... in --help
+    paper = {"--epochs": "paper: 50", "--batch-size": "paper: 64",
+             "--init-channels": "paper: 16", "--layers": "paper: 8",
+             "--nodes": "paper: 4", "--learning-rate": "paper: 0.025",
+             "--learning-rate-min": "paper: 0.001", "--momentum": "paper: 0.9",
+             "--weight-decay": "paper: 0.0003", "--grad-clip": "paper: 5.0",
+             "--train-portion": "paper: 0.5", "--arch-learning-rate": "paper: 0.0003",
+             "--arch-weight-decay": "paper: 0.001", "--seed": "default: 2",
+             "--dataset": "paper: cifar10", "--unrolled": "first order"}
+    for option, words in paper.items():
+        assert words in helps[option], (option, helps[option])
+    for option in ("--data-dir", "--exact-hvp", "--out", "--resume", "--device",
+                   "--max-steps-per-epoch", "--stop-after", "--quiet"):
+        assert option in helps
+
+
+def test_errors_are_reported_not_raised(tmp_path, capsys, monkeypatch):
+    assert main(["search", *TINY, "--exact-hvp", "--out", str(tmp_path / "x")]) == 1
+    assert "--exact-hvp needs --unrolled" in capsys.readouterr().err
+    assert main(["search", *TINY, "--resume"]) == 1
+    assert "--resume needs --out" in capsys.readouterr().err
+    out = str(tmp_path / "run")
+    assert main(["search", *TINY, "--out", out, "--stop-after", "1", "--quiet"]) == 0
+    assert main(["search", *TINY, "--out", out, "--quiet"]) == 1
+    assert "already holds a search" in capsys.readouterr().err
+    forward = Network.forward
+    monkeypatch.setattr(Network, "forward", lambda self, x: forward(self, x) * math.nan)
+    assert main(["search", *TINY, "--out", out, "--resume", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "is nan at epoch 2, step 1" in err and "checkpoint.pt" in err
+
+
+def test_no_command_prints_help(capsys):
+    assert main([]) == 2
+    assert "search" in capsys.readouterr().out
+
+
+def test_python_dash_m():
+    r = subprocess.run([sys.executable, "-m", "darts_lit", "--version"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "darts_lit" in r.stdout

@@ -1,0 +1,180 @@
+"""Tests of darts_lit.search: the loop, checkpoints, bit-exact resume, NaN handling."""
+
+import json
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+
+from darts_lit.genotypes import load_genotype
+from darts_lit.model_search import Network
+from darts_lit.search import (
+    CHECKPOINT,
+    SearchConfig,
+    build_search,
+    search,
+    search_epoch,
+)
+from darts_lit.utils import NonFiniteLossError, load_checkpoint
+
+TINY = SearchConfig(dataset="digits", epochs=2, batch_size=16, init_channels=2,
+                    layers=3, steps=2, multiplier=2, max_steps_per_epoch=2, seed=5,
+                    device="cpu", verbose=False)
+
+
+def test_defaults_are_the_papers():
+    c = SearchConfig()
+    assert (c.learning_rate, c.learning_rate_min, c.momentum, c.weight_decay) == (
+        0.025, 0.001, 0.9, 3e-4)
+    assert (c.grad_clip, c.batch_size, c.epochs, c.init_channels, c.layers) == (
+        5.0, 64, 50, 16, 8)
+    assert (c.train_portion, c.arch_learning_rate, c.arch_weight_decay) == (
+        0.5, 3e-4, 1e-3)
+    assert (c.steps, c.multiplier, c.unrolled, c.hvp) == (4, 4, False,
+                                                          "finite_difference")
+    assert (c.dataset, c.device, c.out_dir, c.resume) == ("auto", "auto", None, False)
+
+
+def _same(a, b):
+    if isinstance(a, torch.Tensor):
+        return torch.equal(a, b)
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+@pytest.mark.parametrize("unrolled", [False, True])
+def test_resume_is_bit_exact(tmp_path, unrolled):
+    cfg = replace(TINY, unrolled=unrolled)
+    straight = search(cfg, out_dir=str(tmp_path / "a"))
+    search(cfg, out_dir=str(tmp_path / "b"), stop_after_epoch=1)
+    assert load_checkpoint(tmp_path / "b" / CHECKPOINT)["epoch"] == 1
+    resumed = search(cfg, out_dir=str(tmp_path / "b"), resume=True)
+    a = load_checkpoint(tmp_path / "a" / CHECKPOINT)
+    b = load_checkpoint(tmp_path / "b" / CHECKPOINT)
+    assert a["epoch"] == b["epoch"] == 2
+    for k in ("alphas_normal", "alphas_reduce"):
+        assert torch.equal(a["model"][k], b["model"][k])
+    assert _same(a["model"], b["model"])  # every weight and BatchNorm buffer
+    assert _same(a["optimizers"], b["optimizers"])  # SGD momentum, Adam moments
+    assert _same(a["scheduler"], b["scheduler"]) and _same(a["rng"], b["rng"])
+    for r, s in zip(straight, resumed, strict=True):
+        assert {**r, "seconds": 0} == {**s, "seconds": 0}
+    # the weights did move: the comparison is not between two untouched networks
+    fresh = load_checkpoint(tmp_path / "b" / CHECKPOINT)["model"]["alphas_normal"]
+    assert not torch.equal(fresh, torch.zeros_like(fresh))
+
+
+def test_same_seed_same_run_different_seed_different_run():
+    h1 = search(TINY, epochs=1)
+    h2 = search(TINY, epochs=1)
+    h3 = search(TINY, epochs=1, seed=6)
+    assert h1[0]["alphas"] == h2[0]["alphas"]
+    assert h1[0]["alphas"] != h3[0]["alphas"]
+
+
+def test_history_files_and_schedule(tmp_path):
+    cfg = replace(TINY, epochs=3, out_dir=str(tmp_path))
+    history = search(cfg)
+    assert json.loads((tmp_path / "history.json").read_text()) == history
+    g = load_genotype(tmp_path / "genotype.json")
+    assert [list(p) for p in g.normal] == history[-1]["genotype"]["normal"]
+    keys = {"epoch", "lr", "train_loss", "train_acc", "arch_loss", "valid_loss",
+            "valid_acc", "seconds", "genotype", "alphas"}
+    assert all(keys <= set(r) for r in history)
+    for r in history:  # cosine annealing from 0.025 to 0.001 over `epochs`
+        t = r["epoch"] - 1
+        want = 0.001 + (0.025 - 0.001) * (1 + math.cos(math.pi * t / 3)) / 2
+        assert r["lr"] == pytest.approx(want, rel=1e-12)
+        assert 0 <= r["train_acc"] <= 100 and 0 <= r["valid_acc"] <= 100
+        for part in ("normal", "reduce"):
+            w = torch.tensor(r["alphas"][part])
+            assert w.shape == (5, 8)
+            torch.testing.assert_close(w.sum(-1), torch.ones(5, dtype=w.dtype))
+
+
+def test_architecture_step_comes_first_on_a_validation_batch():
+    parts = build_search(TINY)
+    events = []
+    arch_step, w_step = parts.architect.step, parts.w_optimizer.step
+
+    def record_arch(x, y, xv, yv, eta, opt, unrolled, hvp=None):
+        events.append(("arch", eta, x.data_ptr() != xv.data_ptr()))
+        return arch_step(x, y, xv, yv, eta, opt, unrolled, hvp)
+
+    def record_weights(*a, **k):
+        events.append(("weights",))
+        return w_step(*a, **k)
+
+    parts.architect.step, parts.w_optimizer.step = record_arch, record_weights
+    search_epoch(parts, TINY, epoch=0, lr=0.0123)
+    assert events == [("arch", 0.0123, True), ("weights",)] * 2
+
+
+def test_nan_stops_with_message_and_keeps_checkpoint(tmp_path, monkeypatch):
+    cfg = replace(TINY, out_dir=str(tmp_path))
+    search(cfg, stop_after_epoch=1)
+    good = load_checkpoint(tmp_path / CHECKPOINT)
+    forward = Network.forward
+    monkeypatch.setattr(Network, "forward", lambda self, x: forward(self, x) * math.nan)
+    with pytest.raises(NonFiniteLossError) as e:
+        search(cfg, resume=True)
+    msg = str(e.value)
+    assert "validation loss (architecture step) is nan at epoch 2, step 1" in msg
+    assert "learning rate" in msg and str(tmp_path / CHECKPOINT) in msg
+    kept = load_checkpoint(tmp_path / CHECKPOINT)
+    assert kept["epoch"] == 1 and _same(kept["model"], good["model"])
+    assert json.loads((tmp_path / "history.json").read_text()) == good["history"]
+
+
+def test_absurd_learning_rate_stops(tmp_path):
+    cfg = replace(TINY, epochs=3, max_steps_per_epoch=3, learning_rate=1e30,
+                  learning_rate_min=1e30, out_dir=str(tmp_path))
+    with pytest.raises(NonFiniteLossError, match="learning rate"):
+        search(cfg)
+    if (tmp_path / CHECKPOINT).exists():  # any checkpoint left is a finite one
+        state = load_checkpoint(tmp_path / CHECKPOINT)
+        assert all(torch.isfinite(t).all() for t in state["model"].values()
+                   if t.is_floating_point())
+
+
+def test_refusals(tmp_path):
+    with pytest.raises(ValueError, match="out_dir"):
+        search(TINY, resume=True)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        search(TINY, out_dir=str(tmp_path / "none"), resume=True)
+    search(TINY, epochs=1, out_dir=str(tmp_path / "run"))
+    with pytest.raises(FileExistsError, match="resume=True"):
+        search(TINY, epochs=1, out_dir=str(tmp_path / "run"))
+    with pytest.raises(ValueError, match="init_channels: checkpoint 2, now 4"):
+        search(TINY, epochs=1, init_channels=4, out_dir=str(tmp_path / "run"),
+               resume=True)
+    with pytest.raises(ValueError, match="hvp"):
+        search(TINY, hvp="fd")
+
+
+def test_exact_hvp_search_runs():
+    history = search(TINY, epochs=1, unrolled=True, hvp="exact")
+    assert math.isfinite(history[0]["arch_loss"])
+
+
+def test_on_epoch_end_adds_to_the_record(tmp_path):
+    def add(record, parts):
+        record["n_alpha"] = sum(a.numel() for a in parts.model.arch_parameters())
+
+    history = search(TINY, epochs=1, out_dir=str(tmp_path), on_epoch_end=add)
+    assert history[0]["n_alpha"] == 80
+    assert json.loads((tmp_path / "history.json").read_text())[0]["n_alpha"] == 80
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_search_on_cuda(tmp_path):
+    history = search(TINY, device="cuda", unrolled=True, out_dir=str(tmp_path),
+                     stop_after_epoch=1)
+    assert math.isfinite(history[0]["train_loss"])
+    resumed = search(TINY, device="cuda", unrolled=True, out_dir=str(tmp_path),
+                     resume=True)
+    assert len(resumed) == 2

@@ -1,0 +1,158 @@
+"""Unit tests of darts_lit.train: the loop, checkpoints, bit-exact resume."""
+
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+
+from darts_lit import train as T
+from darts_lit.genotypes import DARTS_V1, save_genotype
+from darts_lit.utils import NonFiniteLossError, load_checkpoint
+
+TINY = T.TrainConfig(dataset="digits", epochs=2, init_channels=4, layers=3,
+                     batch_size=32, max_steps_per_epoch=3, cutout_length=4,
+                     verbose=False)
+
+
+def strip_time(history):
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+
+
+def test_resume_is_bit_exact(tmp_path):
+    """2 epochs straight == 1 epoch, stop, resume for 1 more: identical weights."""
+    straight = T.train(replace(TINY, out_dir=str(tmp_path / "a")))
+    first = T.train(replace(TINY, out_dir=str(tmp_path / "b")), stop_after_epoch=1)
+    assert len(first) == 1
+    resumed = T.train(replace(TINY, out_dir=str(tmp_path / "b"), resume=True))
+    assert strip_time(resumed) == strip_time(straight)
+    a = load_checkpoint(tmp_path / "a" / "checkpoint.pt")
+    b = load_checkpoint(tmp_path / "b" / "checkpoint.pt")
+    assert a["epoch"] == b["epoch"] == 2
+    assert a["model"].keys() == b["model"].keys()
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    bufs_a = a["optimizers"]["sgd"]["state"]
+    bufs_b = b["optimizers"]["sgd"]["state"]
+    for i in bufs_a:
+        assert torch.equal(bufs_a[i]["momentum_buffer"], bufs_b[i]["momentum_buffer"])
+    # the drop-path ramp was active in the second epoch (random masks were drawn)
+    assert straight[1]["drop_path_prob"] == pytest.approx(0.1)
+
+
+def test_history_rows_and_schedule():
+    history = T.train(replace(TINY, epochs=3, max_steps_per_epoch=1))
+    assert [r["epoch"] for r in history] == [1, 2, 3]
+    for row in history:
+        assert {"train_loss", "train_top1", "test_loss", "test_top1",
+                "test_top5"} <= row.keys()
+        assert 0 <= row["test_top1"] <= row["test_top5"] <= 100
+    lrs = [r["lr"] for r in history]
+    expected = [0.025 * (1 + math.cos(math.pi * t / 3)) / 2 for t in range(3)]
+    assert lrs == pytest.approx(expected)
+    ramp = [r["drop_path_prob"] for r in history]
+    assert ramp == pytest.approx([0, 0.2 / 3, 0.4 / 3])
+
+
+def test_run_folder_files_and_checkpoint_test(tmp_path):
+    out = tmp_path / "run"
+    history = T.train(replace(TINY, out_dir=str(out), epochs=1))
+    assert {p.name for p in out.iterdir()} >= {"checkpoint.pt", "history.json",
+                                               "genotype.json"}
+    res = T.evaluate_checkpoint(out / "checkpoint.pt", verbose=False)
+    assert res["epoch"] == 1
+    assert res["test_top1"] == pytest.approx(history[-1]["test_top1"])
+    assert res["parameters"] > 0
+
+
+def test_existing_run_is_not_overwritten_and_settings_must_match(tmp_path):
+    cfg = replace(TINY, out_dir=str(tmp_path / "run"), epochs=2)
+    T.train(cfg, stop_after_epoch=1)
+    with pytest.raises(FileExistsError, match="resume"):
+        T.train(cfg)
+    with pytest.raises(ValueError, match="layers 3 -> 4"):
+        T.train(replace(cfg, resume=True, layers=4))
+    with pytest.raises(ValueError, match="genotype"):
+        T.train(replace(cfg, resume=True, genotype="DARTS_V1"))
+    # settings in RESUMABLE may change
+    T.train(cfg, resume=True, verbose=False, num_workers=0, deterministic=False)
+
+
+def test_resume_needs_a_checkpoint(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        T.train(replace(TINY, out_dir=str(tmp_path / "none"), resume=True))
+    with pytest.raises(ValueError, match="out_dir"):
+        T.train(replace(TINY, resume=True))
+
+
+def test_genotype_from_json_file(tmp_path):
+    path = save_genotype(DARTS_V1, tmp_path / "searched.json")
+    out = tmp_path / "run"
+    T.train(TINY, genotype=str(path), epochs=1, max_steps_per_epoch=1,
+            out_dir=str(out))
+    state = load_checkpoint(out / "checkpoint.pt")
+    assert T.genotypes.genotype_from_dict(state["genotype"]) == DARTS_V1
+    with pytest.raises(ValueError, match="neither a reference genotype"):
+        T.resolve_genotype(str(tmp_path / "missing.json"))
+
+
+def test_nonfinite_loss_stops_training(monkeypatch):
+    real = T.training_loss
+
+    def nan_loss(output, target, criterion, auxiliary_weight=0.4):
+        loss, logits = real(output, target, criterion, auxiliary_weight)
+        return loss * float("nan"), logits
+
+    monkeypatch.setattr(T, "training_loss", nan_loss)
+    with pytest.raises(NonFiniteLossError, match="training loss"):
+        T.train(replace(TINY, epochs=1, max_steps_per_epoch=1))
+
+
+def test_imagenet_settings_on_cifar_subset(shared_data):
+    """The ImageNet network, exponential schedule and label smoothing run end to end."""
+    cfg = T.TrainConfig.imagenet(dataset="cifar10", data_dir=str(shared_data),
+                                 epochs=2, init_channels=8, layers=3, batch_size=16,
+                                 max_steps_per_epoch=2, verbose=False)
+    history = T.train(cfg)
+    assert [r["lr"] for r in history] == pytest.approx([0.1, 0.097])
+    assert all(math.isfinite(r["train_loss"]) for r in history)
+
+
+def test_imagenet_network_needs_rgb():
+    with pytest.raises(ValueError, match="3-channel"):
+        T.train(T.TrainConfig.imagenet(dataset="digits", epochs=1, init_channels=4,
+                                       layers=3, verbose=False))
+
+
+# ---- command line ------------------------------------------------------------------
+def test_cli_train_resume_and_test(tmp_path, capsys):
+    from darts_lit.cli import main
+
+    out = str(tmp_path / "run")
+    args = ["train", "--genotype", "DARTS_V1", "--dataset", "digits", "--epochs", "2",
+            "--init-channels", "4", "--layers", "3", "--batch-size", "32",
+            "--max-steps-per-epoch", "2", "--cutout-length", "4", "--auxiliary",
+            "--cutout", "--out", out, "--quiet"]
+    assert main(args + ["--stop-after", "1"]) == 0
+    assert "epoch 1/2" in capsys.readouterr().out
+    assert main(["train", "--out", out, "--resume", "--quiet"]) == 0  # saved settings
+    printed = capsys.readouterr().out
+    assert "epoch 2/2" in printed and "test top-1" in printed
+    state = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert state["epoch"] == 2 and state["config"]["layers"] == 3
+    assert state["config"]["genotype"] == "DARTS_V1"
+    assert main(["test", "--checkpoint", str(tmp_path / "run" / "checkpoint.pt")]) == 0
+    line = capsys.readouterr().out
+    assert "test top-1" in line and "top-5" in line and "parameters" in line
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    from darts_lit.cli import main
+
+    assert main(["train", "--resume"]) == 1
+    assert "--resume needs --out" in capsys.readouterr().err
+    assert main(["train", "--genotype", "NOPE", "--dataset", "digits",
+                 "--out", str(tmp_path / "r")]) == 1
+    assert "neither a reference genotype" in capsys.readouterr().err
+    assert main(["test", "--checkpoint", str(tmp_path / "missing.pt")]) == 1
+    assert "no checkpoint" in capsys.readouterr().err
