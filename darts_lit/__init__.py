@@ -9,8 +9,8 @@ __version__ = "0.1.0"
 from darts_lit.data import DatasetInfo, get_dataset, search_loaders  # noqa: F401
 from darts_lit.genotypes import DARTS, DARTS_V1, DARTS_V2, GENOTYPES, Genotype  # noqa: F401
 from darts_lit.mixed_op import MixedOp  # noqa: F401
+from darts_lit.model import NetworkCIFAR, NetworkImageNet, count_macs, count_parameters  # noqa: F401
 from darts_lit.model_search import Cell as SearchCell  # noqa: F401
 from darts_lit.model_search import Network  # noqa: F401
 from darts_lit.ops import OPS, PRIMITIVES, count_params, make_op  # noqa: F401
-from darts_lit.model import NetworkCIFAR, NetworkImageNet, count_macs, count_parameters  # noqa: F401
 from darts_lit.train import TrainConfig, evaluate_checkpoint  # noqa: F401
