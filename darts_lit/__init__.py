@@ -13,4 +13,5 @@ from darts_lit.model import NetworkCIFAR, NetworkImageNet, count_macs, count_par
 from darts_lit.model_search import Cell as SearchCell  # noqa: F401
 from darts_lit.model_search import Network  # noqa: F401
 from darts_lit.ops import OPS, PRIMITIVES, count_params, make_op  # noqa: F401
+from darts_lit.rnn import RNN_GENOTYPES, RNNGenotype, RNNModel, RNNModelSearch  # noqa: F401
 from darts_lit.train import TrainConfig, evaluate_checkpoint  # noqa: F401

@@ -363,3 +363,7 @@ def main(argv=None) -> int:
         parser.print_help()
         return 2
     return args.func(args)
+
+
+# commands defined in their own modules register themselves on import
+from darts_lit import cli_rnn  # noqa: E402, F401
