@@ -6,12 +6,26 @@ file only re-exports the public names.
 
 __version__ = "0.1.0"
 
+from darts_lit.architect import Architect, arch_gradient  # noqa: F401
 from darts_lit.data import DatasetInfo, get_dataset, search_loaders  # noqa: F401
-from darts_lit.genotypes import DARTS, DARTS_V1, DARTS_V2, GENOTYPES, Genotype  # noqa: F401
+from darts_lit.genotypes import (  # noqa: F401
+    DARTS,
+    DARTS_V1,
+    DARTS_V2,
+    GENOTYPES,
+    Genotype,
+    GenotypeError,
+    load_genotype,
+    parse_genotype,
+    plot_cell,
+    save_genotype,
+)
 from darts_lit.mixed_op import MixedOp  # noqa: F401
 from darts_lit.model import NetworkCIFAR, NetworkImageNet, count_macs, count_parameters  # noqa: F401
 from darts_lit.model_search import Cell as SearchCell  # noqa: F401
-from darts_lit.model_search import Network  # noqa: F401
+from darts_lit.model_search import Network, derive_cell  # noqa: F401
 from darts_lit.ops import OPS, PRIMITIVES, count_params, make_op  # noqa: F401
 from darts_lit.rnn import RNN_GENOTYPES, RNNGenotype, RNNModel, RNNModelSearch  # noqa: F401
-from darts_lit.train import TrainConfig, evaluate_checkpoint  # noqa: F401
+from darts_lit.rnn_search import RNNSearchConfig, RNNTrainConfig, search_rnn, train_rnn  # noqa: F401
+from darts_lit.search import SearchConfig, search  # noqa: F401
+from darts_lit.train import TrainConfig, evaluate_checkpoint, train  # noqa: F401
