@@ -2,11 +2,12 @@
 
 # %% auto #0
 __all__ = ['CIFAR10_CLASSES', 'CIFAR10_FOLDER', 'CIFAR10_MEAN', 'CIFAR10_STD',
-           'DIGITS_CLASSES', 'DIGITS_N_TRAIN', 'DATASETS', 'DataNotFoundError',
-           'default_cache_dir', 'data_search_path', 'find_cifar10', 'read_cifar10',
-           'Cutout', 'image_transforms', 'TensorImageDataset', 'read_digits',
-           'DatasetInfo', 'get_dataset', 'plot_samples', 'search_split',
-           'search_loaders']
+           'DIGITS_CLASSES', 'DIGITS_N_TRAIN', 'DATASETS', 'IMAGENET_FOLDER',
+           'IMAGENET_MEAN', 'IMAGENET_STD', 'DataNotFoundError', 'default_cache_dir',
+           'data_search_path', 'find_cifar10', 'read_cifar10', 'Cutout',
+           'image_transforms', 'TensorImageDataset', 'read_digits', 'DatasetInfo',
+           'get_dataset', 'find_imagenet', 'imagenet_transforms', 'read_imagenet',
+           'plot_samples', 'search_split', 'search_loaders']
 
 # %% ../book/01_data.md #a669b48f
 import os
@@ -178,16 +179,22 @@ def _locate_cifar10(data_dir, download: bool) -> Path:
         raise _missing_cifar10(data_dir)
     return folder
 
-# %% ../book/01_data.md #f648de04
-DATASETS = ("auto", "cifar10", "digits")
+# %% ../book/01_data.md #e65a14e4
+DATASETS = ("auto", "cifar10", "digits", "imagenet")
 
 
 def get_dataset(dataset: str = "auto", data_dir=None, train: bool = True,
                 augment: bool | None = None, cutout_length: int = 0,
                 download: bool = False, verbose: bool = True):
-    """Return `(TensorImageDataset, DatasetInfo)` for "cifar10", "digits" or "auto"."""
+    """`(dataset, DatasetInfo)` for "cifar10", "digits", "imagenet" or "auto"."""
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of {DATASETS}")
+    if dataset == "imagenet":  # image files, not a tensor: see the next section
+        data, info = read_imagenet(data_dir, train, augment)
+        if verbose:
+            print(f"darts_lit: imagenet {'train' if train else 'val'} split, "
+                  f"{len(data)} images from {info.source}")
+        return data, info
     augment = train if augment is None else augment
     if dataset == "auto":
         dataset = "cifar10" if find_cifar10(data_dir) is not None else "digits"
@@ -210,6 +217,54 @@ def get_dataset(dataset: str = "auto", data_dir=None, train: bool = True,
         print(f"darts_lit: {info.name} {split} split, {len(y)} images "
               f"from {info.source}")
     return TensorImageDataset(x, y, tf, info.classes), info
+
+# %% ../book/01_data.md #fde14452
+IMAGENET_FOLDER = "imagenet"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def find_imagenet(data_dir=None) -> Path | None:
+    """The folder holding `train/` and `val/` class folders, or None."""
+    for _, root in data_search_path(data_dir):
+        for folder in (root / IMAGENET_FOLDER, root):
+            if (folder / "train").is_dir() and (folder / "val").is_dir():
+                return folder
+    return None
+
+
+def imagenet_transforms(train: bool):
+    """The reference code's ImageNet augmentation (train) or centre crop (eval)."""
+    from torchvision import transforms as T
+
+    if train:
+        head = [T.RandomResizedCrop(224), T.RandomHorizontalFlip(),
+                T.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.2)]
+    else:
+        head = [T.Resize(256), T.CenterCrop(224)]
+    return T.Compose(head + [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+
+def read_imagenet(data_dir=None, train: bool = True, augment: bool | None = None):
+    """`(ImageFolder, DatasetInfo)` of the ImageNet train or val split."""
+    from torchvision.datasets import ImageFolder
+
+    folder = find_imagenet(data_dir)
+    if folder is None:
+        looked = "\n".join(f"  - {label}: {p}/{IMAGENET_FOLDER}"
+                           for label, p in data_search_path(data_dir))
+        raise DataNotFoundError(
+            "ImageNet not found. Looked for train/ and val/ class folders in:\n" +
+            looked + "\nFix: pass data_dir=DIR (the folder holding imagenet/train/ and "
+            "imagenet/val/, one sub-folder of images per class) or set DARTS_DATA. "
+            "ImageNet cannot be downloaded automatically (its licence requires "
+            "registration at image-net.org).")
+    split = folder / ("train" if train else "val")
+    data = ImageFolder(str(split), transform=imagenet_transforms(
+        train if augment is None else augment))
+    info = DatasetInfo("imagenet", len(data.classes), 3, 224, tuple(data.classes),
+                       IMAGENET_MEAN, IMAGENET_STD, str(folder))
+    return data, info
 
 # %% ../book/01_data.md #343740c5
 def plot_samples(dataset: TensorImageDataset, n: int = 16, ncols: int = 8,
