@@ -1,0 +1,95 @@
+"""How well does a latency lookup table predict the latency of whole networks?
+
+    python benchmarks/latency_table.py                      # CPU, CIFAR-size inputs
+    python benchmarks/latency_table.py --device cuda --batch-size 64 --networks 20
+    python benchmarks/latency_table.py --dataset digits --threads 1 --clock cpu
+    PYTHONPATH=. python3 benchmarks/latency_table.py --device cuda  # not installed
+
+Needs only torch (numpy comes with it); darts_lit is imported from the repository root
+when it is on PYTHONPATH, and tqdm, if present, only adds a progress bar.
+
+Measures the lookup table of FBNet's layer-wise space (darts_lit.fbnet, scaled down as
+in the book), samples `--networks` derived networks from mostly fast to mostly slow
+blocks, times each end to end, and compares with the table's prediction (the sum of
+the chosen blocks' entries plus stem and head). Prints one line per network, then the
+Spearman rank correlation and the mean relative error; the last line is exactly
+`spearman=<rho> mean_relative_error=<e> networks=<n>`.
+"""
+
+import argparse
+import time
+
+import torch
+
+from darts_lit.fbnet import (
+    FBNetSpace,
+    fbnet_latency,
+    fbnet_table,
+    sample_choices,
+    validate_table,
+)
+from darts_lit.latency import auto_clock
+
+SHAPES = {"cifar10": (3, 32), "digits": (1, 8)}  # (in_channels, image_size)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """Command-line options."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="cpu", help="'cpu', 'cuda', 'cuda:N', 'auto'")
+    p.add_argument("--batch-size", type=int, default=8,
+                   help="batch of the table and of the end-to-end timings")
+    p.add_argument("--networks", type=int, default=12,
+                   help="derived networks to time end to end (at least 2)")
+    p.add_argument("--dataset", choices=tuple(SHAPES), default="cifar10",
+                   help="input shape: cifar10 = 3x32x32, digits = 1x8x8")
+    p.add_argument("--warmup", type=int, default=5, help="untimed runs per timing")
+    p.add_argument("--repeats", type=int, default=20,
+                   help="timed runs per timing; the median is kept")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: torch's)")
+    p.add_argument("--clock", choices=("auto", "wall", "cpu"), default="auto",
+                   help="wall time, or the CPU time of the one torch thread (needs "
+                   "one thread; robust on a machine shared with other processes); "
+                   "auto (default): cpu on the CPU with one torch thread, else wall")
+    p.add_argument("--table", default=None, metavar="PATH",
+                   help="reuse/save the table as JSON (refused if from another device)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampled networks")
+    args = p.parse_args(argv)
+    if args.networks < 2:
+        p.error("--networks must be at least 2 for a rank correlation")
+    return args
+
+
+def main(argv=None) -> None:
+    """Build the table, time the sampled networks, print the comparison."""
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    in_channels, size = SHAPES[args.dataset]
+    space = FBNetSpace(in_channels, 10, size, stem_stride=1 if size <= 16 else 2)
+    clock = auto_clock(args.device) if args.clock == "auto" else args.clock
+    timing = dict(warmup=args.warmup, repeats=args.repeats, clock=clock)
+    t0 = time.perf_counter()
+    table = fbnet_table(space, args.batch_size, args.device, path=args.table, **timing)
+    lat, fixed = fbnet_latency(space, table, args.batch_size)
+    print(f"table: {len(table.entries)} entries on {table.device} "
+          f"(torch {table.torch}, {table.dtype}, {table.clock} clock), "
+          f"batch {args.batch_size}, "
+          f"{args.dataset} shapes, {time.perf_counter() - t0:.1f} s")
+    choices = sample_choices(lat, args.networks, args.seed)
+    report = validate_table(space, lat, fixed, choices, args.batch_size, args.device,
+                            **timing)
+    print(f"{'network':>7s} {'predicted ms':>12s} {'measured ms':>11s} "
+          f"{'rel. err':>8s}  blocks")
+    for i, (c, p, m) in enumerate(zip(choices, report["predicted"], report["measured"],
+                                      strict=True)):
+        blocks = " ".join(space.blocks[k] for k in c)
+        print(f"{i:7d} {p:12.3f} {m:11.3f} {abs(p - m) / m:8.1%}  {blocks}")
+    print(f"spearman={report['spearman']:.4f} "
+          f"mean_relative_error={report['mean_relative_error']:.4f} "
+          f"networks={args.networks}")
+
+
+if __name__ == "__main__":
+    main()
