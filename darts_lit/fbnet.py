@@ -4,8 +4,8 @@
 __all__ = ['FBNET_BLOCKS', 'parse_block', 'ChannelShuffle', 'MBConv', 'make_block',
            'FBNetSpace', 'make_stem', 'make_head', 'MixedBlock', 'FBNetSupernet',
            'fbnet_network', 'fbnet_specs', 'make_fbnet_module', 'fbnet_latency',
-           'fbnet_table', 'sample_choices', 'spearman', 'validate_table',
-           'search_epoch', 'fbnet_search', 'train_and_evaluate']
+           'fbnet_table', 'sample_choices', 'average_ranks', 'spearman',
+           'validate_table', 'search_epoch', 'fbnet_search', 'train_and_evaluate']
 
 # %% ../book/13_fbnet.md #6d63a147
 import re
@@ -223,7 +223,7 @@ def fbnet_table(space: FBNetSpace, batch: int, device="cpu", path=None,
     return load_or_measure(path, specs, lambda s: make_fbnet_module(space, s), device,
                            rebuild=rebuild, **kwargs)
 
-# %% ../book/13_fbnet.md #1e7ff7e2
+# %% ../book/13_fbnet.md #2e1c62f9
 def sample_choices(lat: torch.Tensor, n: int, seed: int = 0) -> list[list[int]]:
     """`n` networks from mostly fast to mostly slow: layer l draws softmax(s·z_l)."""
     g = torch.Generator().manual_seed(seed)
@@ -232,10 +232,20 @@ def sample_choices(lat: torch.Tensor, n: int, seed: int = 0) -> list[list[int]]:
     return [torch.multinomial(p, 1, generator=g)[:, 0].tolist() for p in probs]
 
 
+def average_ranks(v) -> torch.Tensor:
+    """Ranks 0..n-1 of the values `v`; tied values share their mean rank."""
+    v = torch.as_tensor(v, dtype=torch.float64)
+    ranks = torch.empty_like(v)
+    ranks[v.argsort()] = torch.arange(len(v), dtype=torch.float64)
+    for value in v.unique():  # networks made of the same blocks tie in the table
+        tied = v == value
+        ranks[tied] = ranks[tied].mean()
+    return ranks
+
+
 def spearman(x, y) -> float:
-    """Spearman's rank correlation (the Pearson correlation of the ranks; no ties)."""
-    rx, ry = (torch.as_tensor(v, dtype=torch.float64).argsort().argsort().double()
-              for v in (x, y))
+    """Spearman's rank correlation: the Pearson correlation of the (average) ranks."""
+    rx, ry = average_ranks(x), average_ranks(y)
     rx, ry = rx - rx.mean(), ry - ry.mean()
     return float((rx * ry).sum() / (rx.norm() * ry.norm()))
 

@@ -325,6 +325,11 @@ def test_spearman_matches_scipy():
     g = torch.Generator().manual_seed(0)
     x, y = torch.rand(15, generator=g), torch.rand(15, generator=g)
     assert fbnet.spearman(x, y) == pytest.approx(spearmanr(x, y).statistic, abs=1e-12)
+    ties = torch.tensor([0.7, 0.7, 0.7, 1.2, 2.0, 2.0, 3.5])  # identical networks
+    y7 = y[:7]
+    assert fbnet.spearman(ties, y7) == pytest.approx(spearmanr(ties, y7).statistic,
+                                                     abs=1e-12)
+    assert fbnet.average_ranks(ties).tolist() == [1, 1, 1, 3, 4.5, 4.5, 6]
 
 
 def test_validation_and_search_run(tmp_path):
