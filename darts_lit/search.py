@@ -6,7 +6,7 @@ __all__ = ['CHECKPOINT', 'FREE_ON_RESUME', 'SearchConfig', 'SearchParts',
            'epoch_record', 'save_search', 'resume_search', 'search',
            'plot_search_history', 'plot_alpha_history', 'save_search_plots']
 
-# %% ../book/08_search.md #a973db0c
+# %% ../book/08_search.md #ba4f82e7
 import itertools
 import time
 from dataclasses import asdict, dataclass, replace
@@ -15,14 +15,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import utils
+from . import distributed, utils
 from .architect import HVP_METHODS, Architect
 from .data import get_dataset, search_loaders
 from .genotypes import genotype_to_dict
 from .model_search import Network
 from .utils import NonFiniteLossError
 
-# %% ../book/08_search.md #69e5b9e8
+# %% ../book/08_search.md #acaec6a7
 @dataclass
 class SearchConfig:
     """Settings of an architecture search; the defaults are the paper's (§3.1.2)."""
@@ -53,8 +53,9 @@ class SearchConfig:
     num_workers: int = 0
     deterministic: bool = True      # cuDNN: deterministic kernels, no autotuning
     verbose: bool = True            # one line per epoch
+    latency_weight: float = 0.0     # κ > 0: hardware-aware (latency chapter)
 
-# %% ../book/08_search.md #00b26e97
+# %% ../book/08_search.md #1f9a6c18
 @dataclass
 class SearchParts:
     """The objects of a running search."""
@@ -67,20 +68,33 @@ class SearchParts:
     valid_loader: torch.utils.data.DataLoader
     info: object
     device: torch.device
+    net: nn.Module | None = None  # what the weight step calls: DDP or the model
 
 
 def build_search(config: SearchConfig, arch_objective=None) -> SearchParts:
     """Data, network, optimizers, schedule and architect for `config`."""
     if config.hvp not in HVP_METHODS:
         raise ValueError(f"hvp must be one of {HVP_METHODS}, got {config.hvp!r}")
-    device = utils.resolve_device(config.device)
+    device = distributed.init_from_env(config.device)
     data, info = get_dataset(config.dataset, config.data_dir, train=True,
-                             verbose=config.verbose)
-    train_loader, valid_loader = search_loaders(
+                             verbose=config.verbose and distributed.is_main())
+    make_loaders = (distributed.shard_search_loaders if distributed.is_distributed()
+                    else search_loaders)
+    train_loader, valid_loader = make_loaders(
         data, config.batch_size, config.train_portion, config.seed, config.num_workers)
     model = Network(config.init_channels, info.num_classes, config.layers,
                     steps=config.steps, multiplier=config.multiplier,
                     in_channels=info.in_channels).to(device)
+    distributed.broadcast_(model.arch_parameters())  # the same α everywhere
+    if config.latency_weight:  # FBNet's latency term, defined in the latency chapter
+        from darts_lit.latency import search_latency_objective
+
+        if arch_objective is not None:
+            raise ValueError("give either latency_weight or arch_objective, not both")
+        table = config.out_dir and Path(config.out_dir, "latency_table.json") or None
+        arch_objective = search_latency_objective(model, info.image_size,
+                                                  config.batch_size,
+                                                  config.latency_weight, device, table)
     w_optimizer = torch.optim.SGD(model.weights(), config.learning_rate,
                                   momentum=config.momentum,
                                   weight_decay=config.weight_decay)
@@ -88,17 +102,21 @@ def build_search(config: SearchConfig, arch_objective=None) -> SearchParts:
         w_optimizer, config.epochs, eta_min=config.learning_rate_min)
     architect = Architect(model, config.momentum, config.weight_decay,
                           config.arch_learning_rate, (0.5, 0.999),
-                          config.arch_weight_decay, config.hvp, arch_objective)
+                          config.arch_weight_decay, config.hvp, arch_objective,
+                          grad_reduce=distributed.all_reduce_mean)
+    net = distributed.data_parallel(model, device, ignore=model.arch_parameters())
     return SearchParts(model, w_optimizer, scheduler, architect, train_loader,
-                       valid_loader, info, device)
+                       valid_loader, info, device, net)
 
-# %% ../book/08_search.md #9146c815
+# %% ../book/08_search.md #4790230a
 def seed_loaders(loaders, seed: int, epoch: int) -> None:
     """Reseed the loaders' samplers from (seed, epoch): batch order is reproducible."""
     for k, loader in enumerate(loaders):
         gen = getattr(loader.sampler, "generator", None)
         if gen is not None:
             gen.manual_seed(seed * 1_000_003 + epoch * 101 + k)
+        if hasattr(loader.sampler, "set_epoch"):  # DistributedSampler
+            loader.sampler.set_epoch(epoch)
 
 
 def _cycle(loader):
@@ -106,7 +124,18 @@ def _cycle(loader):
     while True:
         yield from loader
 
-# %% ../book/08_search.md #db922e43
+# %% ../book/08_search.md #ffe7a42a
+def _weight_backward(loss, weights, alphas, net=None) -> None:
+    """∇_w of `loss` into the weights' `.grad`; α's `.grad` is left as it was."""
+    if not isinstance(net, nn.parallel.DistributedDataParallel):
+        loss.backward(inputs=weights)
+        return
+    kept = [a.grad for a in alphas]
+    loss.backward()  # DDP all-reduces the weights' gradients during this pass
+    for a, g in zip(alphas, kept, strict=True):
+        a.grad = g
+
+# %% ../book/08_search.md #e100d5f8
 def search_epoch(parts: SearchParts, config: SearchConfig, epoch: int, lr: float):
     """One epoch of alternating α and w steps; mean train loss/accuracy and L_val."""
     model, opt, dev = parts.model, parts.w_optimizer, parts.device
@@ -121,30 +150,33 @@ def search_epoch(parts: SearchParts, config: SearchConfig, epoch: int, lr: float
             "probably too large; lower learning_rate or arch_learning_rate and start "
             "a new run (a resumed run keeps the settings of its checkpoint)")
     batches = itertools.islice(parts.train_loader, n)
-    bar = utils.progress(batches, f"epoch {epoch + 1}", total=n)
+    bar = distributed.progress(batches, f"epoch {epoch + 1}", total=n)
     for step, (x, y) in enumerate(bar):
         x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
         xv, yv = (t.to(dev, non_blocking=True) for t in next(valid))
         where = f"epoch {epoch + 1}, step {step + 1}"
         arch_loss = parts.architect.step(x, y, xv, yv, lr, opt, config.unrolled)
-        utils.check_finite(arch_loss, "validation loss (architecture step)", where,
-                           hint)
+        utils.check_finite(distributed.sum_over_ranks(arch_loss),
+                           "validation loss (architecture step)", where, hint)
         opt.zero_grad(set_to_none=True)
-        logits = model(x)  # [B, num_classes]
-        loss = utils.check_finite(nn.functional.cross_entropy(logits, y),
-                                  "training loss (weight step)", where, hint)
-        loss.backward(inputs=weights)  # leaves α.grad as the architect set it
+        logits = (parts.net or model)(x)  # [B, num_classes]
+        loss = nn.functional.cross_entropy(logits, y)
+        utils.check_finite(distributed.sum_over_ranks(loss),
+                           "training loss (weight step)", where, hint)
+        _weight_backward(loss, weights, model.arch_parameters(), parts.net)
         nn.utils.clip_grad_norm_(weights, config.grad_clip)
         opt.step()
         meters["train_loss"].update(loss.item(), len(y))
         meters["train_acc"].update(utils.accuracy(logits.detach(), y)[0], len(y))
         meters["arch_loss"].update(arch_loss.item(), len(yv))
-    return {k: m.avg for k, m in meters.items()}
+    return distributed.reduce_meters(meters)
 
-# %% ../book/08_search.md #b44b8a0a
+# %% ../book/08_search.md #85431a35
 @torch.no_grad()
-def evaluate(model, loader, device, max_steps=None) -> tuple[float, float]:
-    """Mean cross-entropy and top-1 accuracy (%) of `model` on `loader` (eval mode)."""
+def evaluate(model, loader, device, max_steps=None,
+             sharded=False) -> tuple[float, float]:
+    """Mean cross-entropy and top-1 accuracy (%) of `model` on `loader` (eval mode);
+    `sharded`: `loader` is this process's shard, combine all processes'."""
     was_training = model.training
     model.eval()
     loss_m, acc_m = utils.AverageMeter(), utils.AverageMeter()
@@ -154,9 +186,11 @@ def evaluate(model, loader, device, max_steps=None) -> tuple[float, float]:
         loss_m.update(nn.functional.cross_entropy(logits, y).item(), len(y))
         acc_m.update(utils.accuracy(logits, y)[0], len(y))
     model.train(was_training)
+    if sharded:
+        return tuple(distributed.reduce_meters({"loss": loss_m, "acc": acc_m}).values())
     return loss_m.avg, acc_m.avg
 
-# %% ../book/08_search.md #ebb20037
+# %% ../book/08_search.md #82b8534f
 def alpha_weights(model) -> dict:
     """softmax(α) of each cell type as nested lists (JSON-ready)."""
     return {"normal": model.alphas_normal.detach().softmax(-1).cpu().tolist(),
@@ -165,8 +199,9 @@ def alpha_weights(model) -> dict:
 
 def epoch_record(parts: SearchParts, config, epoch, lr, stats, seconds) -> dict:
     """The history entry of one epoch."""
+    distributed.broadcast_(parts.model.buffers())  # rank 0's BatchNorm statistics
     valid_loss, valid_acc = evaluate(parts.model, parts.valid_loader, parts.device,
-                                     config.max_steps_per_epoch)
+                                     config.max_steps_per_epoch, sharded=True)
     return {"epoch": epoch + 1, "lr": lr, **stats, "valid_loss": valid_loss,
             "valid_acc": valid_acc, "seconds": seconds,
             "genotype": genotype_to_dict(parts.model.genotype()),
@@ -201,7 +236,7 @@ def resume_search(out_dir, parts: SearchParts, config) -> tuple[int, list]:
     utils.restore_training_state(state, parts.model, optimizers, parts.scheduler)
     return state["epoch"], state["history"]
 
-# %% ../book/08_search.md #edfc73d3
+# %% ../book/08_search.md #2f00a7ab
 def search(config: SearchConfig | None = None, arch_objective=None,
            stop_after_epoch: int | None = None, on_epoch_end=None,
            **overrides) -> list[dict]:
@@ -220,7 +255,8 @@ def search(config: SearchConfig | None = None, arch_objective=None,
     start, history = resume_search(out, parts, config) if config.resume else (0, [])
     last = config.epochs if stop_after_epoch is None else min(config.epochs,
                                                                stop_after_epoch)
-    for epoch in utils.progress(range(start, last), "search", leave=True):
+    main = distributed.is_main()
+    for epoch in distributed.progress(range(start, last), "search", leave=True):
         seed_loaders((parts.train_loader, parts.valid_loader), config.seed, epoch)
         lr, t0 = parts.scheduler.get_last_lr()[0], time.time()
         try:
@@ -234,10 +270,10 @@ def search(config: SearchConfig | None = None, arch_objective=None,
         if on_epoch_end is not None:
             on_epoch_end(record, parts)
         history.append(record)
-        if config.verbose:
+        if config.verbose and main:
             utils.print_epoch(epoch + 1, config.epochs, {k: record[k] for k in (
                 "train_acc", "valid_acc", "train_loss", "valid_loss", "lr")})
-        if out is not None:
+        if out is not None and main:
             save_search(out, parts, config, epoch + 1, history)
     return history
 

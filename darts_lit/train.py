@@ -6,7 +6,7 @@ __all__ = ['RESUMABLE', 'TrainConfig', 'resolve_genotype', 'build_model',
            'evaluate', 'make_loaders', 'config_record', 'save_run', 'start_or_resume',
            'train', 'read_checkpoint', 'evaluate_checkpoint']
 
-# %% ../book/10_train.md #8b135b53
+# %% ../book/10_train.md #b2328ed4
 import itertools
 import time
 from dataclasses import dataclass, fields, replace
@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
-from . import genotypes, utils
+from . import distributed, genotypes, utils
 from .data import get_dataset
 from .genotypes import Genotype
 from .model import NetworkCIFAR, NetworkImageNet, count_parameters
@@ -124,7 +124,7 @@ def training_loss(output, target: torch.Tensor, criterion,
         return loss, logits
     return criterion(output, target), output
 
-# %% ../book/10_train.md #36267d99
+# %% ../book/10_train.md #a8b071ae
 def train_epoch(model, loader, optimizer, criterion, config: TrainConfig, device,
                 epoch: int) -> dict:
     """One epoch of SGD; the mean training loss and top-1 accuracy (%)."""
@@ -134,29 +134,31 @@ def train_epoch(model, loader, optimizer, criterion, config: TrainConfig, device
     if config.max_steps_per_epoch is not None:
         steps = min(steps, config.max_steps_per_epoch)
     batches = itertools.islice(loader, steps)
-    bar = utils.progress(batches, f"epoch {epoch + 1}", steps)
+    bar = distributed.progress(batches, f"epoch {epoch + 1}", steps)
     for step, (x, y) in enumerate(bar):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
         loss, logits = training_loss(model(x), y, criterion, config.auxiliary_weight)
-        utils.check_finite(loss, "training loss", f"{step} of epoch {epoch + 1}")
+        utils.check_finite(distributed.sum_over_ranks(loss), "training loss",
+                           f"{step} of epoch {epoch + 1}")
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
         loss_m.update(loss.item(), len(y))
         top1_m.update(utils.accuracy(logits.detach(), y)[0], len(y))
-    return {"train_loss": loss_m.avg, "train_top1": top1_m.avg}
+    return distributed.reduce_meters({"train_loss": loss_m, "train_top1": top1_m})
 
-# %% ../book/10_train.md #47eb1257
+# %% ../book/10_train.md #d9e6c8dd
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, device=None, max_steps=None) -> dict:
+def evaluate(model: nn.Module, loader, device=None, max_steps=None,
+             sharded=False) -> dict:
     """Test loss and top-1 (and top-5 if > 5 classes) accuracy in % of `model`."""
     device = device or next(model.parameters()).device
     model.eval()
     meters = {"test_loss": utils.AverageMeter(), "test_top1": utils.AverageMeter(),
               "test_top5": utils.AverageMeter()}
     steps = len(loader) if max_steps is None else min(len(loader), max_steps)
-    for x, y in utils.progress(itertools.islice(loader, steps), "test", steps):
+    for x, y in distributed.progress(itertools.islice(loader, steps), "test", steps):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         logits = model(x)  # [B, K]
         top1, top5 = utils.accuracy(logits, y, topk=(1, 5))
@@ -165,9 +167,11 @@ def evaluate(model: nn.Module, loader, device=None, max_steps=None) -> dict:
         meters["test_top5"].update(top5, len(y))
     if logits.shape[1] <= 5:
         del meters["test_top5"]
+    if sharded:
+        return distributed.reduce_meters(meters)
     return {k: m.avg for k, m in meters.items()}
 
-# %% ../book/10_train.md #bbfda400
+# %% ../book/10_train.md #4298797d
 def make_loaders(config: TrainConfig):
     """The shuffled, augmented training loader, the test loader and the DatasetInfo."""
     cut = config.cutout_length if config.cutout else 0
@@ -175,6 +179,11 @@ def make_loaders(config: TrainConfig):
                                   cutout_length=cut, verbose=config.verbose)
     test_set, _ = get_dataset(info.name, config.data_dir, train=False,
                               verbose=config.verbose)
+    if distributed.is_distributed():
+        return (distributed.shard_loader(train_set, config.batch_size, config.seed,
+                                         num_workers=config.num_workers),
+                distributed.eval_shard_loader(test_set, config.batch_size,
+                                              config.num_workers), info)
     pin = torch.cuda.is_available()
     train_loader = DataLoader(train_set, config.batch_size, shuffle=True,
                               num_workers=config.num_workers, pin_memory=pin)
@@ -230,7 +239,7 @@ def start_or_resume(config: TrainConfig, genotype, model, optimizer, scheduler):
     utils.restore_training_state(state, model, {"sgd": optimizer}, scheduler)
     return list(state["history"]), int(state["epoch"])
 
-# %% ../book/10_train.md #9d836ab0
+# %% ../book/10_train.md #e22bdb9a
 def train(config: TrainConfig | None = None, stop_after_epoch: int | None = None,
           **overrides) -> list[dict]:
     """Train (or resume) the evaluation network of `config`; the per-epoch history."""
@@ -238,11 +247,14 @@ def train(config: TrainConfig | None = None, stop_after_epoch: int | None = None
     utils.seed_everything(config.seed)
     if config.deterministic:
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
-    device = utils.resolve_device(config.device)
+    device = distributed.init_from_env(config.device)
+    main = distributed.is_main()
     genotype = resolve_genotype(config.genotype)
-    train_loader, test_loader, info = make_loaders(config)
+    train_loader, test_loader, info = make_loaders(
+        replace(config, verbose=config.verbose and main))
     config = replace(config, dataset=info.name)  # record what "auto" chose
     model = build_model(config, genotype, info).to(device)
+    net = distributed.data_parallel(model, device)  # model itself alone
     optimizer, scheduler = make_optimizer(model, config)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     history, start = start_or_resume(config, genotype, model, optimizer, scheduler)
@@ -253,16 +265,19 @@ def train(config: TrainConfig | None = None, stop_after_epoch: int | None = None
         model.drop_path_prob = drop_path_prob_at(config, epoch)
         row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
                "drop_path_prob": model.drop_path_prob}
-        row.update(train_epoch(model, train_loader, optimizer, criterion, config,
+        if hasattr(train_loader.sampler, "set_epoch"):  # DistributedSampler
+            train_loader.sampler.set_epoch(epoch)
+        row.update(train_epoch(net, train_loader, optimizer, criterion, config,
                                device, epoch))
         scheduler.step()
-        row.update(evaluate(model, test_loader, device))
+        distributed.broadcast_(model.buffers())  # rank 0's BatchNorm statistics
+        row.update(evaluate(model, test_loader, device, sharded=True))
         row["seconds"] = time.perf_counter() - t0
         history.append(row)
-        if config.verbose:
+        if config.verbose and main:
             shown = {k: v for k, v in row.items() if k != "epoch"}
             utils.print_epoch(epoch + 1, config.epochs, shown)
-        if config.out_dir is not None:
+        if config.out_dir is not None and main:
             save_run(config, genotype, model, optimizer, scheduler, history)
     return history
 
