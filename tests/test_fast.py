@@ -1,0 +1,213 @@
+"""The fast search cell (darts_lit.fast) against the plain one (eq. 1 as written)."""
+
+import copy
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch.func import functional_call
+
+from darts_lit.architect import arch_gradient
+from darts_lit.fast import (
+    Optimizations,
+    edge_index,
+    optimizations,
+    peak_memory,
+    weighted_bn,
+)
+from darts_lit.mixed_op import MixedOp
+from darts_lit.model_search import Cell, Network, num_edges
+
+ROOT = Path(__file__).resolve().parents[1]
+SWITCHES = list(Optimizations.__dataclass_fields__)
+
+
+def twins(C=3, layers=3, steps=3, seed=0, dtype=torch.float64):
+    """A fast supernet and a plain copy with the same parameters and buffers."""
+    torch.manual_seed(seed)
+    fast = Network(C, 5, layers, steps=steps, multiplier=steps).to(dtype)
+    plain = copy.deepcopy(fast)
+    plain.impl = "plain"
+    assert (fast.impl, plain.impl) == ("fast", "plain")
+    return fast, plain
+
+
+def batch(n=4, size=8, seed=1, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(n, 3, size, size, generator=g, dtype=dtype),
+            torch.randint(5, (n,), generator=g))
+
+
+def assert_same_state(fast, plain, grads=True):
+    for (n, p), q in zip(fast.named_parameters(), plain.parameters(), strict=True):
+        torch.testing.assert_close(p, q, msg=n)
+        if grads:
+            torch.testing.assert_close(p.grad, q.grad, msg=f"grad of {n}")
+    for (n, b), c in zip(fast.named_buffers(), plain.buffers(), strict=True):
+        torch.testing.assert_close(b, c, msg=n)
+
+
+@pytest.mark.parametrize("C,steps", [(3, 3), (8, 2)])  # 8: channels-last cells
+@pytest.mark.parametrize("off", [None, *SWITCHES])
+def test_training_outputs_grads_and_bn_stats_agree(off, C, steps):
+    fast, plain = twins(C=C, steps=steps)
+    x, y = batch()
+    with optimizations(**({off: False} if off else {})):
+        for _ in range(2):
+            losses = []
+            for m in (fast, plain):
+                m.zero_grad()
+                loss = m.loss(x, y)
+                loss.backward()
+                losses.append(loss)
+            torch.testing.assert_close(*losses)
+    assert_same_state(fast, plain)
+    assert fast.alphas_normal.grad.abs().sum() > 0  # the check is not vacuous
+
+
+@pytest.mark.parametrize("C", [3, 8])
+def test_eval_mode_uses_each_edges_own_statistics(C):
+    fast, plain = twins(C=C, steps=2)
+    x, y = batch()
+    for m in (fast, plain):  # move the running statistics away from their init
+        m.loss(x, y).backward()
+    # give every BatchNorm different statistics, so per-edge sharing would show
+    for b1, b2 in zip(fast.buffers(), plain.buffers(), strict=True):
+        if b1.is_floating_point():
+            noise = torch.rand_like(b1)
+            b1.add_(noise), b2.add_(noise)
+    fast.eval(), plain.eval()
+    torch.testing.assert_close(fast(x), plain(x))
+
+
+def test_float32_paper_cell_agrees():
+    torch.manual_seed(0)
+    fast = Cell(4, 4, 48, 48, 16, reduction=True, reduction_prev=False)
+    plain = copy.deepcopy(fast)
+    plain.impl = "plain"
+    s0, s1 = torch.randn(2, 8, 48, 16, 16)
+    w = torch.softmax(torch.randn(14, 8), -1)
+    torch.testing.assert_close(fast(s0, s1, w), plain(s0, s1, w), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("unrolled,hvp", [(False, "finite_difference"),
+                                          (True, "finite_difference"),
+                                          (True, "exact")])
+def test_architecture_gradient_agrees(unrolled, hvp):
+    fast, plain = twins()
+    x, y = batch(seed=1)
+    xv, yv = batch(seed=2)
+    grads = []
+    for m in (fast, plain):
+        opt = torch.optim.SGD(m.weights(), 0.05, momentum=0.9, weight_decay=3e-4)
+        buffers = {n: b.clone() for n, b in m.named_buffers()}
+        g, loss = arch_gradient(m, x, y, xv, yv, 0.05, opt, unrolled=unrolled, hvp=hvp,
+                                buffers=buffers)
+        grads.append((g, loss, buffers))
+    torch.testing.assert_close(grads[0][0], grads[1][0])
+    torch.testing.assert_close(grads[0][1], grads[1][1])
+    for n in grads[0][2]:  # the substituted buffers moved alike
+        torch.testing.assert_close(grads[0][2][n], grads[1][2][n], msg=n)
+    assert_same_state(fast, plain, grads=False)  # the modules' own: untouched
+
+
+def test_functional_call_updates_the_substituted_buffers_only():
+    fast, _ = twins()
+    x, _y = batch()
+    before = {n: b.clone() for n, b in fast.named_buffers()}
+    subst = {n: b.clone() for n, b in fast.named_buffers()}
+    functional_call(fast, subst, (x,))
+    for n, b in fast.named_buffers():
+        assert torch.equal(b, before[n]), n
+    moved = [n for n in subst if not torch.equal(subst[n], before[n])]
+    assert len(moved) == len(subst)  # every statistic and counter moved
+
+
+def test_other_candidates_run_as_modules():
+    torch.manual_seed(0)
+    prims = ["none", "skip_connect", "max_pool_3x3", "sep_conv_7x7", "conv_7x1_1x7"]
+    fast = Cell(2, 2, 4, 4, 4, reduction=True, reduction_prev=False).double()
+    # edges 0, 1 (node 2) and 2, 3 (node 3 from the inputs) stride 2, edge 4 stride 1
+    for e in range(5):
+        fast._ops[e] = MixedOp(4, 2 if e < 4 else 1, prims).double()
+    plain = copy.deepcopy(fast)
+    plain.impl = "plain"
+    s0, s1 = torch.randn(2, 3, 4, 8, 8, dtype=torch.float64)
+    w = torch.softmax(torch.randn(5, len(prims), dtype=torch.float64), -1)
+    torch.testing.assert_close(fast(s0, s1, w), plain(s0, s1, w))
+
+
+def test_wrong_weights_shape_is_a_clear_error():
+    fast, _ = twins()
+    cell = fast.cells[0]
+    with pytest.raises(ValueError, match=r"weights of shape \(9, 8\)"):
+        cell(torch.randn(1, 9, 8, 8), torch.randn(1, 9, 8, 8), torch.ones(14, 8))
+
+
+def test_unknown_impl_lists_the_choices():
+    with pytest.raises(ValueError, match="impl must be one of"):
+        Network(2, 3, 3, impl="turbo")
+    fast, _ = twins()
+    with pytest.raises(ValueError, match="impl must be one of"):
+        fast.impl = "turbo"
+
+
+def test_edge_index_is_the_cells_order():
+    for steps in (1, 2, 4, 5):
+        order = [(i, j) for i in range(steps) for j in range(2 + i)]
+        assert [edge_index(i, j) for i, j in order] == list(range(num_edges(steps)))
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_weighted_bn_is_w_times_bn(momentum):
+    torch.manual_seed(0)
+    bn = torch.nn.BatchNorm2d(4, affine=False, momentum=momentum).double()
+    twin = copy.deepcopy(bn)
+    x = torch.randn(3, 4, 5, 5, dtype=torch.float64).contiguous(
+        memory_format=torch.channels_last)
+    w = torch.tensor(0.4, dtype=torch.float64, requires_grad=True)
+    w2 = w.detach().clone().requires_grad_()
+    a, b = weighted_bn(bn, x, w), w2 * twin(x)
+    torch.testing.assert_close(a, b)
+    a.pow(2).sum().backward(), b.pow(2).sum().backward()
+    torch.testing.assert_close(w.grad, w2.grad)
+    for t1, t2 in zip(bn.buffers(), twin.buffers(), strict=True):
+        torch.testing.assert_close(t1, t2)
+
+
+def test_peak_memory_of_known_allocations():
+    def f():
+        a = torch.ones(250_000)  # 1 MB
+        b = torch.ones(500_000)  # 2 MB: 3 MB live
+        del a, b
+        c = torch.ones(500_000)  # 2 MB
+        return float(c[0])
+
+    assert peak_memory(f, "cpu") == 3_000_000
+
+
+def test_benchmark_prints_the_ratios_line():
+    cmd = [sys.executable, "benchmarks/search_step.py", "--sizes", "paper",
+           "--init-channels", "2", "--layers", "3", "--batch-size", "2",
+           "--image-size", "8", "--repeats", "1", "--warmup", "0", "--threads", "1",
+           "--clock", "cpu"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True,
+                         env={"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}).stdout
+    lines = out.strip().splitlines()
+    m = re.fullmatch(r"first_order_ratio=([\d.]+) second_over_first=([\d.]+) "
+                     r"memory_ratio=([\d.]+)", lines[-1])
+    assert m, lines[-1]
+    rows = {}
+    for line in lines:
+        r = re.search(r"(plain|library)\s+first_order=\s*([\d.]+)s "
+                      r"second_order=\s*([\d.]+)s peak_memory=\s*([\d.]+)MiB", line)
+        if r:
+            rows[r[1]] = [float(v) for v in r.groups()[1:]]
+    (pf, _, pm), (lf, ls, lm) = rows["plain"], rows["library"]
+    assert float(m[1]) == pytest.approx(lf / pf, rel=0.02, abs=2e-3)
+    assert float(m[2]) == pytest.approx(ls / lf, rel=0.02, abs=2e-3)
+    assert float(m[3]) == pytest.approx(lm / pm, rel=0.02, abs=2e-3)
+    assert float(m[3]) < 1  # the fast cell keeps fewer tensors for the backward pass
