@@ -1,13 +1,16 @@
 """darts_lit: a literate, tested and fast DARTS with FBNet's latency objective.
 
 The modules are generated from the chapters of the book (see each module's header); this
-file only re-exports the public names.
+file only re-exports the public names. The functions `search` and `train` stay in their
+modules (`from darts_lit.search import search`, `from darts_lit.train import train`):
+re-exported here, they would hide the modules of the same name.
 """
 
 __version__ = "0.1.0"
 
 from darts_lit.architect import Architect, arch_gradient  # noqa: F401
 from darts_lit.data import DatasetInfo, get_dataset, search_loaders  # noqa: F401
+from darts_lit.fbnet import FBNetSpace, FBNetSupernet, fbnet_network  # noqa: F401
 from darts_lit.genotypes import (  # noqa: F401
     DARTS,
     DARTS_V1,
@@ -20,6 +23,7 @@ from darts_lit.genotypes import (  # noqa: F401
     plot_cell,
     save_genotype,
 )
+from darts_lit.latency import LatencyTable, latency_objective  # noqa: F401
 from darts_lit.mixed_op import MixedOp  # noqa: F401
 from darts_lit.model import NetworkCIFAR, NetworkImageNet, count_macs, count_parameters  # noqa: F401
 from darts_lit.model_search import Cell as SearchCell  # noqa: F401
@@ -27,5 +31,5 @@ from darts_lit.model_search import Network, derive_cell  # noqa: F401
 from darts_lit.ops import OPS, PRIMITIVES, count_params, make_op  # noqa: F401
 from darts_lit.rnn import RNN_GENOTYPES, RNNGenotype, RNNModel, RNNModelSearch  # noqa: F401
 from darts_lit.rnn_search import RNNSearchConfig, RNNTrainConfig, search_rnn, train_rnn  # noqa: F401
-from darts_lit.search import SearchConfig, search  # noqa: F401
-from darts_lit.train import TrainConfig, evaluate_checkpoint, train  # noqa: F401
+from darts_lit.search import SearchConfig  # noqa: F401
+from darts_lit.train import TrainConfig, evaluate_checkpoint  # noqa: F401

@@ -94,10 +94,10 @@ def validation_loss(model, tensors: dict, x, y, alphas: dict, objective=None):
     ce = functional_loss(model, tensors, x, y)
     return ce if objective is None else objective(ce, list(alphas.values()))
 
-# %% ../book/07_architect.md #c47b49ed
+# %% ../book/07_architect.md #d314c4f7
 def arch_gradient(model, x_train, y_train, x_valid, y_valid, eta=0.0, w_optimizer=None,
                   momentum=0.9, weight_decay=3e-4, unrolled=False,
-                  hvp="finite_difference", objective=None, buffers=None):
+                  hvp="finite_difference", objective=None, buffers=None, reduce=list):
     """(∇_α L_val, L_val): first order, or through one virtual SGD step (eqs. 6–8)."""
     params, alphas = split_parameters(model)
     w = {n: p.detach() for n, p in params.items()}
@@ -105,11 +105,13 @@ def arch_gradient(model, x_train, y_train, x_valid, y_valid, eta=0.0, w_optimize
     if not unrolled:
         loss = validation_loss(model, {**w, **alphas, **buffers}, x_valid, y_valid,
                                alphas, objective)
-        return list(torch.autograd.grad(loss, a, materialize_grads=True)), loss.detach()
+        grads = torch.autograd.grad(loss, a, materialize_grads=True)
+        return reduce(grads), loss.detach()
     wl = {n: t.detach().requires_grad_(True) for n, t in w.items()}
     fixed_a = {n: t.detach() for n, t in alphas.items()}
     loss_t = functional_loss(model, {**wl, **fixed_a, **buffers}, x_train, y_train)
-    dw = torch.autograd.grad(loss_t, list(wl.values()), materialize_grads=True)
+    dw = reduce(torch.autograd.grad(loss_t, list(wl.values()),
+                                    materialize_grads=True))
     buf = momentum_buffers(w_optimizer, params)
     w1 = virtual_step(w, dict(zip(wl, dw, strict=True)), buf, eta, momentum,
                       weight_decay)  # w'
@@ -117,23 +119,25 @@ def arch_gradient(model, x_train, y_train, x_valid, y_valid, eta=0.0, w_optimize
     loss = validation_loss(model, {**w1, **alphas, **buffers}, x_valid, y_valid,
                            alphas, objective)
     g = torch.autograd.grad(loss, a + list(w1.values()), materialize_grads=True)
-    d_alpha, v = g[:len(a)], dict(zip(w1, g[len(a):], strict=True))
+    d_alpha, v = g[:len(a)], dict(zip(w1, reduce(g[len(a):]), strict=True))
     h = hessian_vector_product(model, w, alphas, v, x_train, y_train, hvp,
                                buffers=buffers)
     # eq. 7: $\nabla_\alpha L_{val}(w', \alpha) - \xi \nabla^2_{\alpha,w} L_{train} v$
-    return [da - eta * hv for da, hv in zip(d_alpha, h, strict=True)], loss.detach()
+    grads = [da - eta * hv for da, hv in zip(d_alpha, h, strict=True)]
+    return reduce(grads), loss.detach()
 
-# %% ../book/07_architect.md #597df83e
+# %% ../book/07_architect.md #0633fdff
 class Architect:
     """Adam on α along the first- or second-order DARTS gradient (paper §2.3)."""
 
     def __init__(self, model, momentum=0.9, weight_decay=3e-4, arch_lr=3e-4,
                  arch_betas=(0.5, 0.999), arch_weight_decay=1e-3,
-                 hvp="finite_difference", arch_objective=None):
+                 hvp="finite_difference", arch_objective=None, grad_reduce=list):
         if hvp not in HVP_METHODS:
             raise ValueError(f"hvp must be one of {HVP_METHODS}, got {hvp!r}")
         self.model, self.momentum, self.weight_decay = model, momentum, weight_decay
         self.hvp, self.arch_objective = hvp, arch_objective
+        self.grad_reduce = grad_reduce  # averages over processes (distributed)
         self.optimizer = torch.optim.Adam(model.arch_parameters(), lr=arch_lr,
                                           betas=arch_betas,
                                           weight_decay=arch_weight_decay)
@@ -146,7 +150,7 @@ class Architect:
         grads, loss = arch_gradient(
             self.model, x_train, y_train, x_valid, y_valid, eta, w_optimizer,
             self.momentum, self.weight_decay, unrolled, hvp or self.hvp,
-            self.arch_objective, buffers)
+            self.arch_objective, buffers, self.grad_reduce)
         self.optimizer.zero_grad()
         for a, g in zip(self.model.arch_parameters(), grads, strict=True):
             a.grad = g

@@ -14,11 +14,13 @@ of matplotlib and of the book's heavier modules inside the `run_*` functions).
 """
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
 COMMANDS = []  # register functions, in the order of `darts-lit --help`
+DISTRIBUTED = ("search", "train")  # commands that run data-parallel under torchrun
 
 
 def command(register):
@@ -102,6 +104,12 @@ def register_search(subparsers) -> None:
     a.add_argument("--exact-hvp", action="store_true",
                    help="with --unrolled: exact Hessian-vector product by double "
                    "backward instead of the paper's finite difference (eq. 8)")
+    a.add_argument("--latency-weight", type=float, default=d.latency_weight,
+                   metavar="KAPPA",
+                   help="hardware-aware search (FBNet's latency term): add "
+                   "KAPPA * E[LAT] / E[LAT at uniform alpha] to the validation loss, "
+                   "E[LAT] from a lookup table measured on --device and kept in "
+                   "RUN_DIR/latency_table.json (default: 0, plain DARTS)")
 
     run = p.add_argument_group("run")
     run.add_argument("--seed", type=int, default=d.seed, metavar="S",
@@ -143,11 +151,15 @@ def run_search(args) -> int:
     if args.resume and args.out is None:
         return fail(prog, ValueError("--resume needs --out RUN_DIR, the run to "
                                      "continue"))
+    from darts_lit import distributed
+
     try:
         resolve_device(args.device)
+        distributed.init_from_env(args.device)  # under torchrun: join the group
     except RuntimeError as e:
         return fail(prog, e)
     out = args.out or str(Path("runs") / time.strftime("search-%Y%m%d-%H%M%S"))
+    out = distributed.broadcast_object(out)  # rank 0's name on every process
     config = SearchConfig(
         dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs,
         batch_size=args.batch_size, learning_rate=args.learning_rate,
@@ -160,12 +172,14 @@ def run_search(args) -> int:
         hvp="exact" if args.exact_hvp else "finite_difference", seed=args.seed,
         device=args.device, out_dir=out, resume=args.resume,
         max_steps_per_epoch=args.max_steps_per_epoch, num_workers=args.num_workers,
-        verbose=not args.quiet)
+        verbose=not args.quiet, latency_weight=args.latency_weight)
     try:
         history = search(config, stop_after_epoch=args.stop_after)
     except (NonFiniteLossError, DataNotFoundError, CheckpointError, FileNotFoundError,
             FileExistsError, ValueError) as e:
         return fail(prog, e)
+    if not distributed.is_main():
+        return 0
     if not history:
         print(f"{out}: nothing to do, all {config.epochs} epochs are done")
         return 0
@@ -201,9 +215,10 @@ def register_train(subparsers) -> None:
                    "14 cells, lr 0.1 ×0.97 per epoch, weight decay 3e-5, label "
                    "smoothing 0.1, batch 128, 250 epochs (needs RGB data)")
     data = p.add_argument_group("data")
-    data.add_argument("--dataset", choices=("auto", "cifar10", "digits"),
-                      help="'auto': CIFAR-10 if found, else scikit-learn's 8x8 digits "
-                      f"(default: {d.dataset}; paper: cifar10)")
+    data.add_argument("--dataset", choices=("auto", "cifar10", "digits", "imagenet"),
+                      help="'auto': CIFAR-10 if found, else scikit-learn's 8x8 digits; "
+                      "'imagenet': DIR/imagenet/{train,val}/<class>/ image folders "
+                      f"(default: {d.dataset}; paper: cifar10, or imagenet)")
     data.add_argument("--data-dir", metavar="DIR",
                       help="folder holding cifar-10-batches-py/ (default: $DARTS_DATA, "
                       "else ~/.cache/darts_lit)")
@@ -274,6 +289,7 @@ def train_config_from_args(args):
 
 def run_train(args) -> int:
     """Run `darts-lit train` with the parsed `args`; return the exit status."""
+    from darts_lit import distributed
     from darts_lit.data import DataNotFoundError
     from darts_lit.train import evaluate_checkpoint, train
     from darts_lit.utils import CheckpointError, NonFiniteLossError
@@ -284,7 +300,11 @@ def run_train(args) -> int:
                                      "continue"))
     try:
         config = train_config_from_args(args)
+        distributed.init_from_env(config.device)  # under torchrun: join the group
+        config.out_dir = distributed.broadcast_object(config.out_dir)
         history = train(config, stop_after_epoch=getattr(args, "stop_after", None))
+        if not distributed.is_main():
+            return 0
         if not history:
             print(f"{config.out_dir}: nothing to do, no epoch was run")
             return 0
@@ -362,8 +382,20 @@ def main(argv=None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2
-    return args.func(args)
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1 and args.command not in DISTRIBUTED:
+        return fail(f"darts-lit {args.command}", RuntimeError(
+            f"this command runs as one process; start it without torchrun (only "
+            f"{' and '.join(DISTRIBUTED)} run data-parallel)"))
+    try:
+        return args.func(args)
+    finally:
+        from darts_lit.distributed import teardown
+
+        teardown()  # leave the process group of a torchrun launch
 
 
 # commands defined in their own modules register themselves on import
-from darts_lit import cli_rnn  # noqa: E402, F401
+from darts_lit import (  # noqa: E402
+    cli_latency,  # noqa: F401
+    cli_rnn,  # noqa: F401
+)

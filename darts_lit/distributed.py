@@ -79,7 +79,7 @@ def all_reduce_mean(tensors) -> list:
     parts = flat.split([t.numel() for t in tensors])
     return [p.view_as(t) for p, t in zip(parts, tensors, strict=True)]
 
-# %% ../book/15_distributed.md #cdf69720
+# %% ../book/15_distributed.md #5eb2ba98
 def _comm_device():
     """Where collective tensors must live: the GPU for NCCL, else the CPU."""
     if dist.get_backend() == "nccl":
@@ -97,7 +97,7 @@ def sum_over_ranks(t: torch.Tensor) -> torch.Tensor:
 
 
 def reduce_meters(meters: dict) -> dict:
-    """Sample-weighted means of `utils.AverageMeter`s over every process's shard."""
+    """Sample-weighted means of `utils.AverageMeter` objects over all processes."""
     if not is_distributed():
         return {k: m.avg for k, m in meters.items()}
     t = torch.tensor([[m.sum, m.count] for m in meters.values()],

@@ -211,7 +211,7 @@ def epoch_record(parts: SearchParts, config, epoch, lr, stats, seconds) -> dict:
             "genotype": genotype_to_dict(parts.model.genotype()),
             "alphas": alpha_weights(parts.model)}
 
-# %% ../book/08_search.md #0b242a84
+# %% ../book/08_search.md #7c8d1c30
 CHECKPOINT = "checkpoint.pt"
 FREE_ON_RESUME = ("data_dir", "device", "out_dir", "resume", "num_workers", "verbose")
 
@@ -230,9 +230,11 @@ def save_search(out_dir, parts: SearchParts, config, epoch: int, history) -> Non
 def resume_search(out_dir, parts: SearchParts, config) -> tuple[int, list]:
     """Load the checkpoint in `out_dir` into `parts`; return (epochs done, history)."""
     state = utils.load_checkpoint(Path(out_dir) / CHECKPOINT)
-    saved, now = state["config"], asdict(config)
-    diff = [f"{k}: checkpoint {saved.get(k)!r}, now {now[k]!r}" for k in now
-            if k not in FREE_ON_RESUME and saved.get(k) != now[k]]
+    # a setting added after the checkpoint was written counts as its default
+    saved = {**asdict(SearchConfig()), **state["config"]}
+    now = asdict(config)
+    diff = [f"{k}: checkpoint {saved[k]!r}, now {now[k]!r}" for k in now
+            if k not in FREE_ON_RESUME and saved[k] != now[k]]
     if diff:
         raise ValueError("cannot resume with different settings:\n  " +
                          "\n  ".join(diff))

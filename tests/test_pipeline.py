@@ -62,3 +62,10 @@ def test_toc_lists_every_chapter_file():
     listed = {p.name for p in chapters.toc_files()}
     on_disk = {p.name for p in export.BOOK.glob("*.md")}
     assert on_disk <= listed, f"chapters missing from _toc.yml: {on_disk - listed}"
+
+
+def test_chapter_summaries_link_every_exported_name():
+    """Every chapter summary links each name its module exports (tools/api_links.py)."""
+    out = subprocess.run([sys.executable, str(export.ROOT / "tools" / "api_links.py"),
+                          "--check"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr

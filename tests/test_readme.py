@@ -1,4 +1,4 @@
-"""The README's code example runs and does what its comments say; its CLI lines parse."""
+"""The README's code example runs and does what its comments say; CLI lines parse."""
 
 import re
 import shlex
