@@ -183,11 +183,11 @@ def test_search_on_cuda(tmp_path):
 def test_checkpoint_from_before_a_new_setting_resumes(tmp_path):
     """A checkpoint without a setting added later resumes if the setting is default."""
     out = tmp_path / "run"
-    search(TINY, epochs=1, out_dir=str(out))
+    search(TINY, epochs=2, out_dir=str(out), stop_after_epoch=1)
     state = torch.load(out / CHECKPOINT, weights_only=False)
     del state["config"]["latency_weight"]  # as written before latency_weight existed
     torch.save(state, out / CHECKPOINT)
     history = search(TINY, epochs=2, out_dir=str(out), resume=True)
     assert [r["epoch"] for r in history] == [1, 2]
     with pytest.raises(ValueError, match="latency_weight: checkpoint 0.0, now 1.0"):
-        search(TINY, epochs=3, out_dir=str(out), resume=True, latency_weight=1.0)
+        search(TINY, epochs=2, out_dir=str(out), resume=True, latency_weight=1.0)
