@@ -1,7 +1,8 @@
 """Open every page of the built book in headless Chromium, as a reader would.
 
 Run by `make browser-test` (after `make book`). For every page: no console error from
-our own content, every image loaded, math typeset, no traceback or warning in any cell
+our own content, every image loaded with alt text and a caption, math typeset, no
+traceback or warning in any cell
 output. Screenshots of the landing page and one chapter land in build/browser/.
 """
 
@@ -76,6 +77,15 @@ def test_page_reads_cleanly(server, browser, page_path):
     broken = page.evaluate("""() => Array.from(document.images)
         .filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)""")
     assert not broken, f"images that did not load: {broken}"
+    # every figure of our content says what it shows, to a screen reader too
+    no_alt = page.evaluate("""() => Array.from(document.querySelectorAll('article img'))
+        .filter(i => !(i.alt || '').trim()).map(i => i.src)""")
+    assert not no_alt, f"images without alt text: {no_alt}"
+    uncaptioned = page.evaluate("""() => Array.from(
+        document.querySelectorAll('article .cell_output img'))
+        .filter(i => !i.closest('figure') || !i.closest('figure').querySelector(
+            'figcaption')).map(i => i.src)""")
+    assert not uncaptioned, f"figures without a caption: {uncaptioned}"
     n_math = page.locator(".math").count()
     if n_math:
         assert page.locator("mjx-container").count() >= n_math, "math not typeset"
