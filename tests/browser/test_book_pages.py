@@ -2,7 +2,8 @@
 
 Run by `make browser-test` (after `make book`). For every page: no console error from
 our own content, every image loaded with alt text and a caption, math typeset, no
-traceback or warning in any cell output. Screenshots of the landing page and one chapter land in build/browser/.
+traceback or warning in any cell output. Screenshots of the landing page and one
+chapter land in build/browser/.
 """
 
 import functools
