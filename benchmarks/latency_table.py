@@ -19,8 +19,7 @@ Spearman rank correlation and the mean relative error; the last line is exactly
 import argparse
 import time
 
-import torch
-
+from darts_lit.cli_latency import SHAPES, add_timing_options, timing_from_args
 from darts_lit.fbnet import (
     FBNetSpace,
     fbnet_latency,
@@ -28,10 +27,6 @@ from darts_lit.fbnet import (
     sample_choices,
     validate_table,
 )
-from darts_lit.latency import auto_clock
-
-SHAPES = {"cifar10": (3, 32), "digits": (1, 8)}  # (in_channels, image_size)
-
 
 def parse_args(argv=None) -> argparse.Namespace:
     """Command-line options."""
@@ -43,15 +38,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="derived networks to time end to end (at least 2)")
     p.add_argument("--dataset", choices=tuple(SHAPES), default="cifar10",
                    help="input shape: cifar10 = 3x32x32, digits = 1x8x8")
-    p.add_argument("--warmup", type=int, default=5, help="untimed runs per timing")
-    p.add_argument("--repeats", type=int, default=20,
-                   help="timed runs per timing; the median is kept")
-    p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for torch (default: torch's)")
-    p.add_argument("--clock", choices=("auto", "wall", "cpu"), default="auto",
-                   help="wall time, or the CPU time of the one torch thread (needs "
-                   "one thread; robust on a machine shared with other processes); "
-                   "auto (default): cpu on the CPU with one torch thread, else wall")
+    add_timing_options(p)
     p.add_argument("--table", default=None, metavar="PATH",
                    help="reuse/save the table as JSON (refused if from another device)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampled networks")
@@ -64,12 +51,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     """Build the table, time the sampled networks, print the comparison."""
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    timing = timing_from_args(args)
     in_channels, size = SHAPES[args.dataset]
-    space = FBNetSpace(in_channels, 10, size, stem_stride=1 if size <= 16 else 2)
-    clock = auto_clock(args.device) if args.clock == "auto" else args.clock
-    timing = dict(warmup=args.warmup, repeats=args.repeats, clock=clock)
+    space = FBNetSpace.for_images(in_channels, 10, size)
     t0 = time.perf_counter()
     table = fbnet_table(space, args.batch_size, args.device, path=args.table, **timing)
     lat, fixed = fbnet_latency(space, table, args.batch_size)

@@ -22,13 +22,13 @@ The last line is `cost_gpu_hours=<phase>:<hours>,...` (device hours, one device)
 
 import argparse
 import statistics
-import time
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from darts_lit.architect import Architect
+from darts_lit.fast import search_step, step_time
 from darts_lit.genotypes import DARTS_V2
 from darts_lit.model import NetworkCIFAR, NetworkImageNet
 from darts_lit.model_search import Network
@@ -38,23 +38,11 @@ from darts_lit.rnn import RNNModel, RNNModelSearch
 PTB_TRAIN_TOKENS, PTB_VOCAB = 929_589, 10_000
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def median_step_time(step, device, warmup: int, repeats: int) -> float:
     """Median wall-clock seconds of `step()` after `warmup` untimed calls."""
     for _ in range(warmup):
         step()
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        t0 = time.perf_counter()
-        step()
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return statistics.median(step_time(step, device) for _ in range(repeats))
 
 
 def cifar_search(device, unrolled: bool):
@@ -62,17 +50,12 @@ def cifar_search(device, unrolled: bool):
     model = Network(16, 10, 8).to(device)
     w_opt = torch.optim.SGD(model.weights(), 0.025, momentum=0.9, weight_decay=3e-4)
     architect = Architect(model)
-    x = torch.randn(64, 3, 32, 32, device=device)
-    y = torch.randint(0, 10, (64,), device=device)
-    xv, yv = torch.randn_like(x), torch.randint(0, 10, (64,), device=device)
-
-    def step():
-        architect.step(x, y, xv, yv, 0.025, w_opt, unrolled=unrolled)
-        w_opt.zero_grad(set_to_none=True)
-        model.loss(x, y).backward()
-        nn.utils.clip_grad_norm_(model.weights(), 5.0)
-        w_opt.step()
-    return step, 391 * 50
+    batch = (torch.randn(64, 3, 32, 32, device=device),
+             torch.randint(0, 10, (64,), device=device),
+             torch.randn(64, 3, 32, 32, device=device),
+             torch.randint(0, 10, (64,), device=device))
+    steps = 391 * 50
+    return lambda: search_step(model, architect, w_opt, batch, unrolled, 0.025), steps
 
 
 def image_train_step(model, device, batch: int, size: int, classes: int):

@@ -15,6 +15,31 @@ from darts_lit.cli import command, fail
 SHAPES = {"cifar10": (3, 32), "digits": (1, 8)}  # (in_channels, image_size)
 
 
+def add_timing_options(p) -> None:
+    """The options of how latencies are timed (shared with benchmarks/)."""
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: torch's; part of the key)")
+    p.add_argument("--clock", choices=("auto", "wall", "cpu"), default="auto",
+                   help="wall time, or the CPU time of the one torch thread (needs "
+                   "one thread; robust on a machine shared with other processes); "
+                   "auto (default): cpu on the CPU with one torch thread, else wall")
+    p.add_argument("--warmup", type=int, default=5, help="untimed runs (default: 5)")
+    p.add_argument("--repeats", type=int, default=20,
+                   help="timed runs; the median is kept (default: 20)")
+
+
+def timing_from_args(args) -> dict:
+    """Apply `--threads`; the warmup, repeats and clock keywords of a timing."""
+    import torch
+
+    from darts_lit.latency import auto_clock
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    clock = auto_clock(args.device) if args.clock == "auto" else args.clock
+    return dict(warmup=args.warmup, repeats=args.repeats, clock=clock)
+
+
 @command
 def register_latency(subparsers) -> None:
     """`darts-lit latency`: build (or reuse) a latency lookup table and summarise it."""
@@ -40,15 +65,7 @@ def register_latency(subparsers) -> None:
                    help="'cpu' (default), 'cuda', 'cuda:N' or 'auto'")
     p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"),
                    default="float32")
-    p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for torch (default: torch's; part of the key)")
-    p.add_argument("--clock", choices=("auto", "wall", "cpu"), default="auto",
-                   help="wall time, or the CPU time of the one torch thread (needs "
-                   "one thread; robust on a machine shared with other processes); "
-                   "auto (default): cpu on the CPU with one torch thread, else wall")
-    p.add_argument("--warmup", type=int, default=5, help="untimed runs (default: 5)")
-    p.add_argument("--repeats", type=int, default=20,
-                   help="timed runs; the median is kept (default: 20)")
+    add_timing_options(p)
     p.add_argument("--table", metavar="PATH", default=None,
                    help="JSON file to reuse and update (default: not saved)")
     p.add_argument("--rebuild", action="store_true",
@@ -74,8 +91,7 @@ def _darts_table(args, in_channels, image_size, **kw):
 def _fbnet_table(args, in_channels, image_size, **kw):
     from darts_lit import fbnet
 
-    space = fbnet.FBNetSpace(in_channels, 10, image_size,
-                             stem_stride=1 if image_size <= 16 else 2)
+    space = fbnet.FBNetSpace.for_images(in_channels, 10, image_size)
     table = fbnet.fbnet_table(space, args.batch_size, path=args.table, **kw)
     lat, fixed = fbnet.fbnet_latency(space, table, args.batch_size)
     return table, [
@@ -90,17 +106,15 @@ def run_latency(args) -> int:
     """Run `darts-lit latency` with the parsed `args`; return the exit status."""
     import torch
 
-    from darts_lit.latency import StaleTableError, auto_clock
+    from darts_lit.latency import StaleTableError
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     in_channels, image_size = SHAPES[args.dataset]
     try:
-        clock = auto_clock(args.device) if args.clock == "auto" else args.clock
+        timing = timing_from_args(args)
     except RuntimeError as e:  # no such device
         return fail("darts-lit latency", e)
-    kw = dict(device=args.device, dtype=getattr(torch, args.dtype), clock=clock,
-              rebuild=args.rebuild, warmup=args.warmup, repeats=args.repeats)
+    kw = dict(device=args.device, dtype=getattr(torch, args.dtype),
+              rebuild=args.rebuild, **timing)
     build = _darts_table if args.space == "darts" else _fbnet_table
     t0 = time.perf_counter()
     try:

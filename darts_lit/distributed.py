@@ -3,7 +3,7 @@
 # %% auto #0
 __all__ = ['is_distributed', 'rank', 'world_size', 'is_main', 'launched', 'backend_for',
            'init_from_env', 'teardown', 'all_reduce_mean', 'sum_over_ranks',
-           'reduce_meters', 'broadcast_object', 'broadcast_', 'shard_loader',
+           'reduce_meters', 'barrier', 'broadcast_object', 'broadcast_', 'shard_loader',
            'shard_search_loaders', 'eval_shard_loader', 'data_parallel', 'progress',
            'free_port']
 
@@ -106,7 +106,13 @@ def reduce_meters(meters: dict) -> dict:
     return {k: (s / c if c else 0.0) for k, (s, c) in zip(meters, t.tolist(),
                                                           strict=True)}
 
-# %% ../book/15_distributed.md #e0a485bd
+# %% ../book/15_distributed.md #7a062c67
+def barrier() -> None:
+    """Wait until every process has got here (nothing to wait for alone)."""
+    if is_distributed():
+        dist.barrier()
+
+
 def broadcast_object(obj):
     """Rank 0's `obj` (any picklable value) on every process."""
     if not is_distributed():

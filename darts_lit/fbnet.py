@@ -86,7 +86,7 @@ def make_block(name: str, c_in: int, c_out: int, stride: int) -> nn.Module:
     kernel, expansion, groups = parse_block(name)
     return MBConv(c_in, c_out, stride, kernel, expansion, groups)
 
-# %% ../book/13_fbnet.md #112053b9
+# %% ../book/13_fbnet.md #3e347495
 @dataclass(frozen=True)
 class FBNetSpace:
     """FBNet's macro-architecture: stem, stages of searchable layers, head."""
@@ -114,6 +114,13 @@ class FBNetSpace:
         """Channels and size of the last searchable layer's output."""
         c_in, c, h, stride = self.layer_shapes()[-1]
         return c, (h - 1) // stride + 1
+
+    @classmethod
+    def for_images(cls, in_channels: int, num_classes: int, image_size: int,
+                   **overrides) -> "FBNetSpace":
+        """The space for images of `image_size`: a stride-2 stem above 16×16 pixels."""
+        return cls(in_channels, num_classes, image_size,
+                   **{"stem_stride": 1 if image_size <= 16 else 2, **overrides})
 
 # %% ../book/13_fbnet.md #55c34651
 def make_stem(space: FBNetSpace) -> nn.Module:

@@ -55,7 +55,7 @@ class SearchConfig:
     verbose: bool = True            # one line per epoch
     latency_weight: float = 0.0     # κ > 0: hardware-aware (latency chapter)
 
-# %% ../book/08_search.md #f3dd1572
+# %% ../book/08_search.md #9d5a84d5
 @dataclass
 class SearchParts:
     """The objects of a running search."""
@@ -93,12 +93,12 @@ def build_search(config: SearchConfig, arch_objective=None) -> SearchParts:
             raise ValueError("give either latency_weight or arch_objective, not both")
         table = config.out_dir and Path(config.out_dir, "latency_table.json") or None
         if not distributed.is_main():  # rank 0 measures and saves; the others read it
-            distributed.broadcast_object(None)
+            distributed.barrier()
         arch_objective = search_latency_objective(model, info.image_size,
                                                   config.batch_size,
                                                   config.latency_weight, device, table)
         if distributed.is_main():
-            distributed.broadcast_object(None)
+            distributed.barrier()
     w_optimizer = torch.optim.SGD(model.weights(), config.learning_rate,
                                   momentum=config.momentum,
                                   weight_decay=config.weight_decay)
