@@ -14,6 +14,11 @@ first-order step above what was allocated before it: on CUDA the allocator's pea
 the CPU the peak of the running sum of the allocations and frees recorded by
 torch.profiler (`darts_lit.fast.peak_memory`). Sizes: `ci` (C=4, 5 cells, 16×16, batch
 8) and `paper` (the options below; the paper's search: C=16, 8 cells, 32×32, batch 32).
+For the library path it also times single network passes by what they differentiate
+(`darts_lit.fast.pass_times`: α, the weights, both): a second-order step is 2 weight
+passes, 1 of both and 2 of α, a first-order step 1 weight pass and 1 of α, and the
+quotient of the two sums, printed as `second_over_first_of_passes`, is what the
+second-order ratio cannot go below except by costs both steps share.
 The last line is exactly
 `first_order_ratio=<library/plain> second_over_first=<library 2nd/1st>
 memory_ratio=<library/plain>`, of the last size run.
@@ -23,7 +28,7 @@ import argparse
 
 import torch
 
-from darts_lit.fast import build_setup, measure_steps
+from darts_lit.fast import build_setup, measure_steps, pass_times
 
 CI = {"init_channels": 4, "layers": 5, "batch_size": 8, "image_size": 16}
 
@@ -68,6 +73,12 @@ def run_size(size: dict, args) -> dict:
         mib = r["memory"] / 2**20
         print(f"{label:36} {name:8} first_order={r['first']:8.3f}s "
               f"second_order={r['second']:8.3f}s peak_memory={mib:8.1f}MiB", flush=True)
+    t = pass_times(setups["fast"], args.repeats, args.device, args.clock)
+    floor = (2 * t["weights"] + t["alpha+weights"] + 2 * t["alpha"]) / (
+        t["alpha"] + t["weights"])
+    print(f"{label:36} library  passes: alpha={t['alpha']:.3f}s "
+          f"weights={t['weights']:.3f}s alpha+weights={t['alpha+weights']:.3f}s "
+          f"second_over_first_of_passes={floor:.3f}", flush=True)
     return res
 
 

@@ -50,11 +50,12 @@ def assert_same_state(fast, plain, grads=True):
         torch.testing.assert_close(b, c, msg=n)
 
 
-@pytest.mark.parametrize("C,steps", [(3, 3), (8, 2)])  # 8: channels-last cells
+# C=8: channels-last cells; 16×16: stride-1 dilated convs run on pixel phases
+@pytest.mark.parametrize("C,steps,size", [(3, 3, 8), (8, 2, 8), (8, 2, 16)])
 @pytest.mark.parametrize("off", [None, *SWITCHES])
-def test_training_outputs_grads_and_bn_stats_agree(off, C, steps):
+def test_training_outputs_grads_and_bn_stats_agree(off, C, steps, size):
     fast, plain = twins(C=C, steps=steps)
-    x, y = batch()
+    x, y = batch(size=size)
     with optimizations(**({off: False} if off else {})):
         for _ in range(2):
             losses = []
@@ -93,13 +94,29 @@ def test_float32_paper_cell_agrees():
     torch.testing.assert_close(fast(s0, s1, w), plain(s0, s1, w), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("unrolled,hvp", [(False, "finite_difference"),
-                                          (True, "finite_difference"),
-                                          (True, "exact")])
-def test_architecture_gradient_agrees(unrolled, hvp):
-    fast, plain = twins()
-    x, y = batch(seed=1)
-    xv, yv = batch(seed=2)
+def test_float32_normal_cell_gradients_agree():
+    """oneDNN's float32 kernels, channels-last and dilated convs on phases, backward."""
+    torch.manual_seed(0)
+    fast = Cell(4, 4, 16, 16, 16, reduction=False, reduction_prev=False)
+    plain = copy.deepcopy(fast)
+    plain.impl = "plain"
+    s0, s1 = torch.randn(2, 4, 16, 16, 16)
+    w = torch.softmax(torch.randn(14, 8), -1)
+    g = torch.randn(4, 64, 16, 16)
+    for m in (fast, plain):
+        (m(s0, s1, w) * g).sum().backward()
+    for (n, p), q in zip(fast.named_parameters(), plain.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-4, msg=n)
+
+
+@pytest.mark.parametrize("unrolled,hvp,C,size", [(False, "finite_difference", 3, 8),
+                                                 (True, "finite_difference", 3, 8),
+                                                 (True, "exact", 3, 8),
+                                                 (True, "exact", 8, 16)])
+def test_architecture_gradient_agrees(unrolled, hvp, C, size):
+    fast, plain = twins(C=C)
+    x, y = batch(seed=1, size=size)
+    xv, yv = batch(seed=2, size=size)
     grads = []
     for m in (fast, plain):
         opt = torch.optim.SGD(m.weights(), 0.05, momentum=0.9, weight_decay=3e-4)
@@ -207,6 +224,12 @@ def test_benchmark_prints_the_ratios_line():
         if r:
             rows[r[1]] = [float(v) for v in r.groups()[1:]]
     (pf, _, pm), (lf, ls, lm) = rows["plain"], rows["library"]
+    passes = [re.search(r"passes: alpha=([\d.]+)s weights=([\d.]+)s "
+                        r"alpha\+weights=([\d.]+)s "
+                        r"second_over_first_of_passes=([\d.]+)", line)
+              for line in lines]
+    a, w, both, quotient = (float(v) for v in next(m for m in passes if m).groups())
+    assert quotient == pytest.approx(2 + both / (a + w), abs=0.1)  # printed rounded
     assert float(m[1]) == pytest.approx(lf / pf, rel=0.02, abs=2e-3)
     assert float(m[2]) == pytest.approx(ls / lf, rel=0.02, abs=2e-3)
     assert float(m[3]) == pytest.approx(lm / pm, rel=0.02, abs=2e-3)
