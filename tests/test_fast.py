@@ -13,7 +13,9 @@ from torch.func import functional_call
 from darts_lit.architect import arch_gradient
 from darts_lit.fast import (
     Optimizations,
+    build_setup,
     edge_index,
+    measure_steps,
     optimizations,
     peak_memory,
     weighted_bn,
@@ -193,6 +195,16 @@ def test_weighted_bn_is_w_times_bn(momentum):
     torch.testing.assert_close(w.grad, w2.grad)
     for t1, t2 in zip(bn.buffers(), twin.buffers(), strict=True):
         torch.testing.assert_close(t1, t2)
+
+
+def test_measure_steps_applies_each_setups_switches():
+    off = dict.fromkeys(SWITCHES, False)
+    setups = {name: build_setup(impl, 4, 3, 2, 8, "cpu")
+              for name, impl in (("plain", "plain"), ("off", "fast"), ("on", "fast"))}
+    res = measure_steps(setups, {"off": off}, repeats=1, warmup=0, orders=(False,))
+    mem = {name: r["memory"] for name, r in res.items()}
+    assert mem["off"] == pytest.approx(mem["plain"], rel=0.1)  # the same tensors kept
+    assert mem["on"] < 0.8 * mem["off"]
 
 
 def test_peak_memory_of_known_allocations():
