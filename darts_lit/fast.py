@@ -6,7 +6,7 @@ __all__ = ['POOLS', 'CLOCKS', 'PASSES', 'native_stderr_silenced', 'Optimizations
            'undilated_conv', 'sep_conv_of_relu', 'dil_conv_of_relu',
            'factorized_reduce_of_relu', 'op_kind', 'conv_of_relu', 'edge_terms',
            'edge_index', 'fast_cell_forward', 'search_step', 'step_time', 'peak_memory',
-           'StepSetup', 'build_setup', 'measure_steps', 'pass_times']
+           'StepSetup', 'build_setup', 'measure_steps', 'pass_times', 'passes_quotient']
 
 # %% ../book/14_performance.md #affc746f
 import contextlib
@@ -98,7 +98,7 @@ def pointwise(conv: nn.Conv2d, x: torch.Tensor, opts=None) -> torch.Tensor:
     w = conv.weight.flatten(1)  # [C_out, C_in]
     return F.linear(x.permute(0, 2, 3, 1), w, conv.bias).permute(0, 3, 1, 2)
 
-# %% ../book/14_performance.md #ac08c34d
+# %% ../book/14_performance.md #0a7d145c
 def _phases(x: torch.Tensor, d: int) -> torch.Tensor:
     """[B, C, H, W] → [B·d², C, H/d, W/d]: phase (a, b) of image n at n·d² + a·d + b."""
     B, C, H, W = x.shape
@@ -118,12 +118,12 @@ def _unphases(y: torch.Tensor, d: int) -> torch.Tensor:
 def undilated_conv(conv: nn.Conv2d, x: torch.Tensor, opts=None) -> torch.Tensor:
     """conv(x) for a dilated conv, as an undilated conv of x's pixel phases."""
     opts = opts or active_optimizations()
-    (k, _), (d, d2), (s, s2), (p, p2) = (conv.kernel_size, conv.dilation, conv.stride,
-                                         conv.padding)
+    (k, k2), (d, d2), (s, s2), (p, p2) = (conv.kernel_size, conv.dilation, conv.stride,
+                                          conv.padding)
     H, W = x.shape[-2:]
     usable = (opts.undilate and x.device.type == "cpu" and d > 1 and d == d2
-              and s == s2 and p == p2 == d * (k - 1) // 2 and k % 2 == 1
-              and conv.kernel_size[1] == k and conv.padding_mode == "zeros")
+              and s == s2 and k == k2 and k % 2 == 1 and p == p2 == d * (k - 1) // 2
+              and conv.padding_mode == "zeros")
     if usable and s == d:  # $y[h'] = \sum_i W[i]\, x[d h' + d i - d q]$: phase 0 only
         return F.conv2d(x[:, :, ::d, ::d], conv.weight, conv.bias, 1, p // d, 1,
                         conv.groups)
@@ -362,7 +362,7 @@ def measure_steps(setups: dict, switches: dict, repeats=3, warmup=1, device="cpu
                     s.model, s.architect, s.w_optimizer, s.batch, False, 0.025), device)
     return out
 
-# %% ../book/14_performance.md #c38dd395
+# %% ../book/14_performance.md #ea144395
 PASSES = ("alpha", "weights", "alpha+weights")
 
 
@@ -387,3 +387,10 @@ def pass_times(setup: StepSetup, repeats=3, device="cpu", clock="wall") -> dict:
             if r:
                 times[kind].append(t)
     return {kind: statistics.median(ts) for kind, ts in times.items()}
+
+
+def passes_quotient(t: dict) -> float:
+    """Second-order step's passes over a first-order step's, timed by `pass_times`."""
+    # ∇_w L_train at w, L_val at w′ by both, two α passes at w±, the weight step
+    second = 2 * t["weights"] + t["alpha+weights"] + 2 * t["alpha"]
+    return second / (t["alpha"] + t["weights"])  # α on L_val, then the weight step

@@ -17,6 +17,7 @@ from darts_lit.fast import (
     edge_index,
     measure_steps,
     optimizations,
+    passes_quotient,
     peak_memory,
     weighted_bn,
 )
@@ -86,24 +87,24 @@ def test_eval_mode_uses_each_edges_own_statistics(C):
     torch.testing.assert_close(fast(x), plain(x))
 
 
-def test_float32_paper_cell_agrees():
+def float32_cell_twins(C_prev, C, reduction, batch, size):
+    """A float32 paper cell (4 nodes), its plain copy, two inputs and edge weights."""
     torch.manual_seed(0)
-    fast = Cell(4, 4, 48, 48, 16, reduction=True, reduction_prev=False)
+    fast = Cell(4, 4, C_prev, C_prev, C, reduction=reduction, reduction_prev=False)
     plain = copy.deepcopy(fast)
     plain.impl = "plain"
-    s0, s1 = torch.randn(2, 8, 48, 16, 16)
-    w = torch.softmax(torch.randn(14, 8), -1)
+    s0, s1 = torch.randn(2, batch, C_prev, size, size)
+    return fast, plain, s0, s1, torch.softmax(torch.randn(14, 8), -1)
+
+
+def test_float32_paper_cell_agrees():
+    fast, plain, s0, s1, w = float32_cell_twins(48, 16, True, batch=8, size=16)
     torch.testing.assert_close(fast(s0, s1, w), plain(s0, s1, w), rtol=1e-5, atol=1e-5)
 
 
 def test_float32_normal_cell_gradients_agree():
     """oneDNN's float32 kernels, channels-last and dilated convs on phases, backward."""
-    torch.manual_seed(0)
-    fast = Cell(4, 4, 16, 16, 16, reduction=False, reduction_prev=False)
-    plain = copy.deepcopy(fast)
-    plain.impl = "plain"
-    s0, s1 = torch.randn(2, 4, 16, 16, 16)
-    w = torch.softmax(torch.randn(14, 8), -1)
+    fast, plain, s0, s1, w = float32_cell_twins(16, 16, False, batch=4, size=16)
     g = torch.randn(4, 64, 16, 16)
     for m in (fast, plain):
         (m(s0, s1, w) * g).sum().backward()
@@ -205,6 +206,12 @@ def test_measure_steps_applies_each_setups_switches():
     mem = {name: r["memory"] for name, r in res.items()}
     assert mem["off"] == pytest.approx(mem["plain"], rel=0.1)  # the same tensors kept
     assert mem["on"] < 0.8 * mem["off"]
+
+
+def test_passes_quotient_by_hand():
+    # second order: 2 weight passes (2 s each), 1 of both (3 s), 2 of α (1 s) = 9 s;
+    # first order: 1 of α and 1 of the weights = 3 s
+    assert passes_quotient({"alpha": 1.0, "weights": 2.0, "alpha+weights": 3.0}) == 3.0
 
 
 def test_peak_memory_of_known_allocations():
