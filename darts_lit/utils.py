@@ -2,10 +2,10 @@
 
 # %% auto #0
 __all__ = ['resolve_device', 'seed_everything', 'get_rng_state', 'set_rng_state',
-           'atomic_save', 'CheckpointError', 'load_checkpoint', 'save_json',
-           'training_state', 'restore_training_state', 'AverageMeter', 'accuracy',
-           'progress', 'format_metrics', 'print_epoch', 'NonFiniteLossError',
-           'check_finite']
+           'file_mode', 'atomic_write', 'atomic_save', 'CheckpointError',
+           'load_checkpoint', 'finite_or_none', 'save_json', 'training_state',
+           'restore_training_state', 'AverageMeter', 'accuracy', 'progress',
+           'format_metrics', 'print_epoch', 'NonFiniteLossError', 'check_finite']
 
 # %% ../book/06_training_utils.md #8d79e8cb
 import math
@@ -65,15 +65,23 @@ def set_rng_state(state: dict) -> None:
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
-# %% ../book/06_training_utils.md #888735d3
-def atomic_save(obj, path) -> Path:
-    """`torch.save(obj)` to a temporary file beside `path`, then rename it to `path`."""
+# %% ../book/06_training_utils.md #ef22d985
+def file_mode() -> int:
+    """The mode `open()` gives a new file: 0o666 less the process's umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def atomic_write(path, write, mode: str = "wb") -> Path:
+    """Call `write(f)` on a temporary file beside `path`, then rename it to `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+        os.fchmod(fd, file_mode())  # mkstemp's 0600 would survive the rename
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -81,6 +89,11 @@ def atomic_save(obj, path) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_save(obj, path) -> Path:
+    """`torch.save(obj)` to a temporary file beside `path`, then rename it to `path`."""
+    return atomic_write(path, lambda f: torch.save(obj, f))
 
 # %% ../book/06_training_utils.md #9ae2621c
 class CheckpointError(RuntimeError):
@@ -100,23 +113,24 @@ def load_checkpoint(path, map_location="cpu", weights_only: bool = True):
                               f"{e}); it is corrupt or not a darts_lit checkpoint. "
                               "Delete it to start afresh.") from e
 
-# %% ../book/06_training_utils.md #d65690d9
+# %% ../book/06_training_utils.md #22dc3ff0
+def finite_or_none(obj):
+    """`obj` with every NaN or ±inf float (in nested lists/dicts) replaced by None."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [finite_or_none(v) for v in obj]
+    return obj
+
+
 def save_json(obj, path, indent: int = 1) -> Path:
-    """Write `obj` as JSON to `path` atomically (temporary file, then rename)."""
+    """Write `obj` as strict JSON (non-finite numbers as null) to `path`, atomically."""
     import json
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=indent)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    text = json.dumps(finite_or_none(obj), indent=indent, allow_nan=False) + "\n"
+    return atomic_write(path, lambda f: f.write(text), "w")
 
 # %% ../book/06_training_utils.md #2b4c7340
 def training_state(model, optimizers: dict, scheduler=None, **extra) -> dict:
@@ -184,7 +198,7 @@ def print_epoch(epoch: int, epochs: int, metrics: dict, prefix: str = "") -> str
     tqdm.write(line, file=sys.stdout)
     return line
 
-# %% ../book/06_training_utils.md #449ac631
+# %% ../book/06_training_utils.md #e5ab9081
 class NonFiniteLossError(FloatingPointError):
     """A training loss became NaN or infinite."""
 
@@ -194,8 +208,7 @@ def check_finite(loss: torch.Tensor, what: str, step, hint: str | None = None):
     value = loss.detach().float().sum().item()
     if math.isfinite(value):
         return loss
-    hint = hint or ("the learning rate is probably too large for this setting; lower "
-                    "it (or the architecture learning rate) and resume from the last "
-                    "checkpoint")
+    hint = hint or ("the learning rate is probably too large for this setting; start "
+                    "a new run with a lower one")
     where = f"step {step}" if isinstance(step, int) else str(step)
     raise NonFiniteLossError(f"{what} is {value} at {where}: {hint}.")
