@@ -3,28 +3,29 @@
     darts-lit latency --space fbnet --dataset digits --table runs/fbnet_table.json
     darts-lit latency --space darts --device cuda --batch-size 64 --table t.json
 
-Hand-written (not generated from the book); registered by `darts_lit.cli`. The table and
+Hand-written (not generated from the book); listed by `darts_lit.cli`. The table and
 its use are explained in the chapters *The latency objective* (`darts_lit.latency`) and
 *FBNet* (`darts_lit.fbnet`).
 """
 
 import time
 
-from darts_lit.cli import command, fail
+from darts_lit.cli_base import fail, int_at_least, positive_int
 
 SHAPES = {"cifar10": (3, 32), "digits": (1, 8)}  # (in_channels, image_size)
 
 
 def add_timing_options(p) -> None:
     """The options of how latencies are timed (shared with benchmarks/)."""
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="CPU threads for torch (default: torch's; part of the key)")
     p.add_argument("--clock", choices=("auto", "wall", "cpu"), default="auto",
                    help="wall time, or the CPU time of the one torch thread (needs "
                    "one thread; robust on a machine shared with other processes); "
                    "auto (default): cpu on the CPU with one torch thread, else wall")
-    p.add_argument("--warmup", type=int, default=5, help="untimed runs (default: 5)")
-    p.add_argument("--repeats", type=int, default=20,
+    p.add_argument("--warmup", type=int_at_least(0), default=5,
+                   help="untimed runs (default: 5)")
+    p.add_argument("--repeats", type=positive_int, default=20,
                    help="timed runs; the median is kept (default: 20)")
 
 
@@ -40,7 +41,6 @@ def timing_from_args(args) -> dict:
     return dict(warmup=args.warmup, repeats=args.repeats, clock=clock)
 
 
-@command
 def register_latency(subparsers) -> None:
     """`darts-lit latency`: build (or reuse) a latency lookup table and summarise it."""
     p = subparsers.add_parser(
@@ -55,11 +55,11 @@ def register_latency(subparsers) -> None:
     p.add_argument("--dataset", choices=tuple(SHAPES), default="cifar10",
                    help="input shape: cifar10 = 3x32x32, digits = 1x8x8 "
                    "(default: cifar10)")
-    p.add_argument("--batch-size", type=int, default=8,
+    p.add_argument("--batch-size", type=positive_int, default=8,
                    help="batch of every timed forward pass (default: 8)")
-    p.add_argument("--init-channels", type=int, default=16,
+    p.add_argument("--init-channels", type=positive_int, default=16,
                    help="darts: initial channels C (default: 16, the paper's)")
-    p.add_argument("--layers", type=int, default=8,
+    p.add_argument("--layers", type=positive_int, default=8,
                    help="darts: cells of the search network (default: 8, the paper's)")
     p.add_argument("--device", default="cpu",
                    help="'cpu' (default), 'cuda', 'cuda:N' or 'auto'")
@@ -137,3 +137,6 @@ def run_latency(args) -> int:
     if args.table:
         print(f"saved: {args.table}")
     return 0
+
+
+COMMANDS = (register_latency,)

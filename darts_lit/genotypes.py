@@ -175,7 +175,7 @@ def parse_genotype(text: str, validate: bool = True) -> Genotype:
         raise GenotypeError(f"cannot read the Genotype(...) text: {e}") from None
     return genotype_from_dict(fields, validate)
 
-# %% ../book/04_genotypes.md #e87bc583
+# %% ../book/04_genotypes.md #fb3c426b
 def save_genotype(genotype: Genotype, path) -> Path:
     """Write `genotype` to `path` as JSON (after checking it); return the path."""
     path = Path(path)
@@ -186,10 +186,13 @@ def save_genotype(genotype: Genotype, path) -> Path:
 
 def load_genotype(path) -> Genotype:
     """Read a genotype from a JSON file, or from a file holding Genotype(...) text."""
-    text = Path(path).read_text(encoding="utf-8")
-    if text.lstrip().startswith("{"):
-        return genotype_from_dict(json.loads(text))
-    return parse_genotype(text)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        if text.lstrip().startswith("{"):
+            return genotype_from_dict(json.loads(text))
+        return parse_genotype(text)
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+        raise GenotypeError(f"genotype file {path}: {e}") from None  # names the file
 
 # %% ../book/04_genotypes.md #845e3e2b
 def _node_positions(cell) -> dict:

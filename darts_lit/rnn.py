@@ -90,7 +90,7 @@ def rnn_genotype_from_dict(d: dict) -> RNNGenotype:
     return validate_rnn_genotype(RNNGenotype(
         [tuple(p) for p in d["recurrent"]], list(d["concat"])))
 
-# %% ../book/11_rnn.md #7700e6ce
+# %% ../book/11_rnn.md #cbd8ff2f
 def _range_or_literal(node: ast.AST):
     """A literal, or the list of a literal `range(...)` call."""
     if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "range":
@@ -129,10 +129,13 @@ def save_rnn_genotype(genotype: RNNGenotype, path) -> Path:
 
 def load_rnn_genotype(path) -> RNNGenotype:
     """Read a recurrent genotype from JSON or from a `Genotype(...)` log line."""
-    text = Path(path).read_text(encoding="utf-8")
-    if text.lstrip().startswith("{"):
-        return rnn_genotype_from_dict(json.loads(text))
-    return parse_rnn_genotype(text)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        if text.lstrip().startswith("{"):
+            return rnn_genotype_from_dict(json.loads(text))
+        return parse_rnn_genotype(text)
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+        raise GenotypeError(f"genotype file {path}: {e}") from None  # names the file
 
 # %% ../book/11_rnn.md #6cd87db6
 def mask2d(B: int, D: int, keep_prob: float, like: torch.Tensor) -> torch.Tensor:

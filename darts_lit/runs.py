@@ -8,10 +8,11 @@ __all__ = ['CHECKPOINT', 'CHECKPOINT_VERSION', 'KINDS', 'FREE_ON_RESUME', 'GROUP
            'read_checkpoint', 'check_resume', 'save_figure', 'check_finite_state',
            'nan_advice', 'help_line', 'add_config_options', 'config_from_args']
 
-# %% ../book/06_runs.md #5cc8595c
+# %% ../book/06_runs.md #45e11298
 import contextlib
 import contextvars
 import math
+import os
 import types
 from dataclasses import field, fields
 from pathlib import Path
@@ -81,7 +82,7 @@ def valid_values(tp, meta: dict) -> str:
                                              ("lt", "<")) if meta.get(k) is not None]
     return " ".join([noun, " and ".join(bounds)]).strip()
 
-# %% ../book/06_runs.md #ef69b8b0
+# %% ../book/06_runs.md #ab60b494
 def _type_ok(value, tp) -> bool:
     if tp is bool:
         return isinstance(value, bool)
@@ -90,6 +91,8 @@ def _type_ok(value, tp) -> bool:
     if tp is float:
         return (isinstance(value, int | float) and not isinstance(value, bool)
                 and math.isfinite(value))
+    if tp is str:  # a folder may be given as a pathlib.Path
+        return isinstance(value, str | os.PathLike)
     return tp is object or isinstance(value, tp)
 
 
@@ -259,7 +262,7 @@ def help_line(f) -> str:
         tail = None if d in (None, False, True) else f"default: {d}"
     return meta["help"] + (f" ({tail})" if tail else "")
 
-# %% ../book/06_runs.md #77af25b7
+# %% ../book/06_runs.md #9d8a6ad1
 def add_config_options(parser, cls, titles=GROUPS) -> None:
     """One option per CLI field of config class `cls`, grouped as the fields say."""
     import argparse
@@ -278,7 +281,8 @@ def add_config_options(parser, cls, titles=GROUPS) -> None:
             kw["action"] = ("store_true" if f.default is False
                             else argparse.BooleanOptionalAction)
         else:
-            kw.update(type=tp if tp in (int, float) else str, metavar=meta["metavar"],
+            metavar = meta["metavar"] or {int: "N", float: "X"}.get(tp)
+            kw.update(type=tp if tp in (int, float) else str, metavar=metavar,
                       choices=meta["choices"])
         group.add_argument(flag_of(cls, f.name), **kw)
 

@@ -23,7 +23,7 @@ from .model_search import Network
 from .runs import config_error, option, option_name, validate
 from .utils import NonFiniteLossError
 
-# %% ../book/08_search.md #63602a86
+# %% ../book/08_search.md #6651a5e4
 @dataclass
 class SearchConfig:
     """Settings of an architecture search; the defaults are the paper's (§3.1.2)."""
@@ -74,8 +74,8 @@ class SearchConfig:
     device: str = option("auto", "'auto' (CUDA if available), 'cpu', 'cuda', 'cuda:N'")
     out_dir: str | None = option(None, "run folder: checkpoint, history, genotype, "
                                  "plots", flag="--out", metavar="RUN_DIR")
-    resume: bool = option(False, "continue the run in --out from its checkpoint "
-                          "(bit-exact on CPU); the settings must be the same")
+    resume: bool = option(False, "continue the run in --out from its checkpoint, bit "
+                          "for bit on CPU; options not given keep its settings")
     max_steps_per_epoch: int | None = option(None, "cut every epoch to N batches, for "
                                              "quick trials (default: the whole split, "
                                              "as the paper)", ge=1, metavar="N")

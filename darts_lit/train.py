@@ -100,13 +100,15 @@ class TrainConfig:
                      label_smoothing=0.1)
         return cls(**{**paper, **overrides})
 
-# %% ../book/10_train.md #70ef0a80
+# %% ../book/10_train.md #c13c0609
 def resolve_genotype(spec) -> Genotype:
-    """A Genotype from a Genotype, a name in GENOTYPES, or a genotype file path."""
+    """A Genotype from a Genotype, a name in GENOTYPES, its text, or a file path."""
     if isinstance(spec, Genotype):
         return genotypes.validate_genotype(spec)
     if spec in genotypes.GENOTYPES:
         return genotypes.GENOTYPES[spec]
+    if spec.lstrip().startswith("Genotype("):  # a printed genotype, as logs show it
+        return genotypes.parse_genotype(spec)
     if Path(spec).is_file():
         return genotypes.load_genotype(spec)
     names = ", ".join(genotypes.GENOTYPES)

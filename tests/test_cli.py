@@ -41,7 +41,7 @@ def test_stop_and_resume(tmp_path, capsys):
 
 def test_second_order_exact(tmp_path):
     out = tmp_path / "run"
-    args = ["search", *TINY, "--epochs", "1", "--unrolled", "--exact-hvp", "--quiet"]
+    args = ["search", *TINY, "--epochs", "1", "--unrolled", "--hvp", "exact", "--quiet"]
     assert main([*args, "--out", str(out)]) == 0
     ckpt = __import__("torch").load(out / "checkpoint.pt", weights_only=True)
     assert ckpt["config"]["unrolled"] and ckpt["config"]["hvp"] == "exact"
@@ -72,20 +72,21 @@ def test_help_documents_every_option_with_the_papers_default(capsys):
              "--dataset": "paper: cifar10", "--unrolled": "first order"}
     for option, words in paper.items():
         assert words in helps[option], (option, helps[option])
-    for option in ("--data-dir", "--exact-hvp", "--out", "--resume", "--device",
+    for option in ("--data-dir", "--hvp", "--out", "--resume", "--device",
                    "--max-steps-per-epoch", "--stop-after", "--quiet"):
         assert option in helps
 
 
 def test_errors_are_reported_not_raised(tmp_path, capsys, monkeypatch):
-    assert main(["search", *TINY, "--exact-hvp", "--out", str(tmp_path / "x")]) == 1
-    assert "--exact-hvp needs --unrolled" in capsys.readouterr().err
+    assert main(["search", *TINY, "--hvp", "exact", "--out", str(tmp_path / "x")]) == 1
+    assert ("--hvp: 'exact' needs the second-order search (--unrolled)"
+            in capsys.readouterr().err)
     assert main(["search", *TINY, "--resume"]) == 1
-    assert "--resume needs --out" in capsys.readouterr().err
+    assert "--resume: needs --out" in capsys.readouterr().err
     out = str(tmp_path / "run")
     assert main(["search", *TINY, "--out", out, "--stop-after", "1", "--quiet"]) == 0
     assert main(["search", *TINY, "--out", out, "--quiet"]) == 1
-    assert "already holds a search" in capsys.readouterr().err
+    assert "already holds a run; continue it with --resume" in capsys.readouterr().err
     forward = Network.forward
     monkeypatch.setattr(Network, "forward", lambda self, x: forward(self, x) * math.nan)
     assert main(["search", *TINY, "--out", out, "--resume", "--quiet"]) == 1

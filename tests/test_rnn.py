@@ -241,7 +241,7 @@ def test_hidden_state_is_detached_between_batches():
         return forward(x, hidden, return_h)
 
     m.forward = spy
-    cfg = RNNTrainConfig(batch_size=4, bptt=5, max_batches=5, clip=0.25)
+    cfg = RNNTrainConfig(batch_size=4, bptt=5, max_steps_per_epoch=5, grad_clip=0.25)
     opt = torch.optim.SGD(m.parameters(), lr=1.0)
     train_rnn_epoch(m, opt, batchify(torch.randint(30, (200,)), 4), cfg)
     assert len(seen) == 5 and all(rg is False and fn is None for rg, fn in seen)
@@ -320,16 +320,16 @@ def test_swap_averaged_is_an_involution():
 
 
 def _tiny_search(**kw):
-    return RNNSearchConfig(corpus="pydoc", max_vocab=100, emsize=6, nhid=6, steps=3,
+    return RNNSearchConfig(dataset="pydoc", max_vocab=100, emsize=6, nhid=6, steps=3,
                            batch_size=8, bptt=6, eval_batch_size=16, device="cpu",
-                           max_batches=2, seed=3, **kw)
+                           max_steps_per_epoch=2, seed=3, **kw)
 
 
 def test_search_resume_is_bit_exact(tmp_path):
     cfg2 = _tiny_search(epochs=2)
     straight, hist = search_rnn(cfg2, verbose=False)
-    search_rnn(_tiny_search(epochs=1), out=tmp_path, verbose=False)
-    resumed, hist2 = search_rnn(cfg2, out=tmp_path, resume=True, verbose=False)
+    search_rnn(_tiny_search(epochs=1), out_dir=tmp_path, verbose=False)
+    resumed, hist2 = search_rnn(cfg2, out_dir=tmp_path, resume=True, verbose=False)
     for k, v in straight.state_dict().items():
         assert torch.equal(v, resumed.state_dict()[k]), k
     assert [h["valid_loss"] for h in hist] == [h["valid_loss"] for h in hist2]
@@ -344,15 +344,15 @@ def test_second_order_search_runs():
 
 def _tiny_train(**kw):
     kw.setdefault("genotype", "DARTS_V1")
-    return RNNTrainConfig(corpus="pydoc", max_vocab=100, emsize=6,
+    return RNNTrainConfig(dataset="pydoc", max_vocab=100, emsize=6,
                           nhid=6, batch_size=8, bptt=6, eval_batch_size=16,
-                          test_batch_size=16, device="cpu", max_batches=2, seed=3, **kw)
+                          test_batch_size=16, device="cpu", max_steps_per_epoch=2, seed=3, **kw)
 
 
 def test_train_resume_is_bit_exact(tmp_path):
     straight, res = train_rnn(_tiny_train(epochs=3), verbose=False)
-    train_rnn(_tiny_train(epochs=2), out=tmp_path, verbose=False)
-    resumed, res2 = train_rnn(_tiny_train(epochs=3), out=tmp_path, resume=True,
+    train_rnn(_tiny_train(epochs=2), out_dir=tmp_path, verbose=False)
+    resumed, res2 = train_rnn(_tiny_train(epochs=3), out_dir=tmp_path, resume=True,
                               verbose=False)
     for k, v in straight.state_dict().items():
         assert torch.equal(v, resumed.state_dict()[k]), k
@@ -383,7 +383,7 @@ def test_train_with_genotype_file(tmp_path):
 
 # --- command line --------------------------------------------------------------------
 
-TINY_CLI = ["--corpus", "pydoc", "--max-vocab", "100", "--emsize", "6", "--batch-size",
+TINY_CLI = ["--dataset", "pydoc", "--max-vocab", "100", "--emsize", "6", "--batch-size",
             "8", "--bptt", "6", "--max-steps-per-epoch", "2", "--device", "cpu",
             "--quiet"]
 
@@ -410,18 +410,19 @@ def test_cli_search_rnn_resume_and_train_rnn(tmp_path, capsys):
 def test_cli_errors(tmp_path, capsys):
     from darts_lit.cli import main
 
-    assert main(["search-rnn", "--exact-hvp"]) == 1
+    assert main(["search-rnn", "--hvp", "exact"]) == 1
     assert main(["train-rnn", "--resume"]) == 1
     assert main(["train-rnn", *TINY_CLI, "--genotype", "NOPE", "--out",
                  str(tmp_path)]) == 1
-    assert main(["search-rnn", *TINY_CLI, "--corpus", "ptb", "--data-dir",
+    assert main(["search-rnn", *TINY_CLI, "--dataset", "ptb", "--data-dir",
                  str(tmp_path), "--out", str(tmp_path / "x")]) == 1
     err = capsys.readouterr().err
-    assert "--exact-hvp needs --unrolled" in err and "unknown recurrent genotype" in err
+    assert "--hvp: 'exact' needs the second-order search (--unrolled)" in err
+    assert "unknown recurrent genotype" in err
     assert "Penn Treebank not found" in err
 
 
 def test_no_silent_overwrite(tmp_path):
-    search_rnn(_tiny_search(epochs=1), out=tmp_path, verbose=False)
-    with pytest.raises(FileExistsError, match="resume"):
-        search_rnn(_tiny_search(epochs=1), out=tmp_path, verbose=False)
+    search_rnn(_tiny_search(epochs=1), out_dir=tmp_path, verbose=False)
+    with pytest.raises(ValueError, match="already holds a run; continue it with resume"):
+        search_rnn(_tiny_search(epochs=1), out_dir=tmp_path, verbose=False)

@@ -68,9 +68,9 @@ def test_run_folder_files_and_checkpoint_test(tmp_path):
 def test_existing_run_is_not_overwritten_and_settings_must_match(tmp_path):
     cfg = replace(TINY, out_dir=str(tmp_path / "run"), epochs=2)
     T.train(cfg, stop_after_epoch=1)
-    with pytest.raises(FileExistsError, match="resume"):
+    with pytest.raises(ValueError, match="already holds a run; continue it with resume"):
         T.train(cfg)
-    with pytest.raises(ValueError, match="layers 3 -> 4"):
+    with pytest.raises(ValueError, match="layers: checkpoint 3, now 4"):
         T.train(replace(cfg, resume=True, layers=4))
     with pytest.raises(ValueError, match="genotype"):
         T.train(replace(cfg, resume=True, genotype="DARTS_V1"))
@@ -79,7 +79,7 @@ def test_existing_run_is_not_overwritten_and_settings_must_match(tmp_path):
 
 
 def test_resume_needs_a_checkpoint(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+    with pytest.raises(ValueError, match="holds no checkpoint"):
         T.train(replace(TINY, out_dir=str(tmp_path / "none"), resume=True))
     with pytest.raises(ValueError, match="out_dir"):
         T.train(replace(TINY, resume=True))
@@ -150,7 +150,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     from darts_lit.cli import main
 
     assert main(["train", "--resume"]) == 1
-    assert "--resume needs --out" in capsys.readouterr().err
+    assert "--resume: needs --out" in capsys.readouterr().err
     assert main(["train", "--genotype", "NOPE", "--dataset", "digits",
                  "--out", str(tmp_path / "r")]) == 1
     assert "neither a reference genotype" in capsys.readouterr().err
