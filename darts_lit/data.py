@@ -3,11 +3,11 @@
 # %% auto #0
 __all__ = ['CIFAR10_CLASSES', 'CIFAR10_FOLDER', 'CIFAR10_MEAN', 'CIFAR10_STD',
            'DIGITS_CLASSES', 'DIGITS_N_TRAIN', 'DATASETS', 'IMAGENET_FOLDER',
-           'IMAGENET_MEAN', 'IMAGENET_STD', 'DataNotFoundError', 'default_cache_dir',
-           'data_search_path', 'find_cifar10', 'read_cifar10', 'Cutout',
-           'image_transforms', 'TensorImageDataset', 'read_digits', 'DatasetInfo',
-           'get_dataset', 'find_imagenet', 'imagenet_transforms', 'read_imagenet',
-           'plot_samples', 'search_split', 'search_loaders']
+           'IMAGENET_MEAN', 'IMAGENET_STD', 'DataNotFoundError', 'DataError',
+           'default_cache_dir', 'data_search_path', 'find_cifar10', 'read_cifar10',
+           'Cutout', 'image_transforms', 'TensorImageDataset', 'read_digits',
+           'DatasetInfo', 'get_dataset', 'find_imagenet', 'imagenet_transforms',
+           'read_imagenet', 'plot_samples', 'search_split', 'search_loaders']
 
 # %% ../book/01_data.md #a669b48f
 import os
@@ -19,9 +19,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, SubsetRandomSampler
 
-# %% ../book/01_data.md #bbf4659d
+# %% ../book/01_data.md #74363bc3
 class DataNotFoundError(FileNotFoundError):
     """A requested data set is not on disk where darts_lit looked for it."""
+
+
+class DataError(ValueError):
+    """A data file exists but cannot be read (truncated, corrupt, wrong format)."""
 
 
 def default_cache_dir() -> Path:
@@ -39,7 +43,7 @@ def data_search_path(data_dir=None) -> list[tuple[str, Path]]:
         return [("DARTS_DATA", Path(env).expanduser())]
     return [("per-user cache", default_cache_dir())]
 
-# %% ../book/01_data.md #21368d29
+# %% ../book/01_data.md #ebe6f4b6
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck")
 CIFAR10_FOLDER = "cifar-10-batches-py"
@@ -60,10 +64,16 @@ def read_cifar10(folder, train: bool = True) -> tuple[np.ndarray, np.ndarray]:
     names = [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
     xs, ys = [], []
     for name in names:
-        with open(Path(folder) / name, "rb") as f:
-            batch = pickle.load(f, encoding="latin1")
-        xs.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        ys.append(np.asarray(batch["labels"], dtype=np.int64))
+        path = Path(folder) / name
+        try:
+            with open(path, "rb") as f:
+                batch = pickle.load(f, encoding="latin1")
+            xs.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            ys.append(np.asarray(batch["labels"], dtype=np.int64))
+        except (OSError, EOFError, pickle.UnpicklingError, KeyError, TypeError,
+                ValueError) as e:  # a truncated download, another format
+            raise DataError(f"{path}: not a CIFAR-10 batch ({type(e).__name__}: {e}); "
+                            "download it again") from None
     return np.concatenate(xs), np.concatenate(ys)
 
 # %% ../book/01_data.md #7658dee9

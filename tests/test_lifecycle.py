@@ -1,0 +1,167 @@
+"""The run lifecycle from the command line: every bad option and input gives one line
+naming it, a non-zero exit and nothing written; checkpoints know their kind; run folders
+survive a killed writer; files are shared-readable; history is strict JSON."""
+
+import json
+import os
+import pickle
+import stat
+from dataclasses import fields
+
+import pytest
+
+from darts_lit.cli import main
+from darts_lit.rnn_search import RNNSearchConfig, RNNTrainConfig
+from darts_lit.runs import flag_of, option_meta
+from darts_lit.search import SearchConfig
+from darts_lit.train import TrainConfig
+
+COMMANDS = {"search": SearchConfig, "train": TrainConfig,
+            "search-rnn": RNNSearchConfig, "train-rnn": RNNTrainConfig}
+TINY = ["--dataset", "digits", "--epochs", "2", "--batch-size", "16",
+        "--init-channels", "2", "--layers", "3", "--nodes", "2",
+        "--max-steps-per-epoch", "2", "--seed", "3", "--device", "cpu", "--quiet"]
+
+
+def bad_values(meta: dict, tp) -> list[str]:
+    """Values just outside a field's range (and a NaN for a float)."""
+    out = []
+    if meta.get("ge") is not None:
+        out.append(meta["ge"] - 1)
+    if meta.get("gt") is not None:
+        out.append(meta["gt"])
+    if meta.get("le") is not None:
+        out.append(meta["le"] + 1)
+    if meta.get("lt") is not None:
+        out.append(meta["lt"])
+    values = [str(int(v)) if tp is int else str(v) for v in out]
+    return values + (["nan"] if tp is float else [])
+
+
+def cases():
+    for command, cls in COMMANDS.items():
+        for f in fields(cls):
+            meta = option_meta(f)
+            tp = {"int": int, "float": float}.get(getattr(f.type, "__name__", ""))
+            if tp is None and "int" in str(f.type):
+                tp = int
+            if not meta.get("cli") or tp is None:
+                continue
+            for value in bad_values(meta, tp):
+                yield pytest.param(command, flag_of(cls, f.name), value,
+                                   id=f"{command}{flag_of(cls, f.name)}={value}")
+
+
+CASES = list(cases())
+
+
+def test_every_numeric_option_has_cases():
+    """The table covers every numeric option of every run command (≥ 60 cases)."""
+    flags = {(c.values[0], c.values[1]) for c in CASES}
+    assert ("search", "--epochs") in flags and ("train-rnn", "--nonmono") in flags
+    assert ("search-rnn", "--bptt") in flags and ("train", "--drop-path-prob") in flags
+    assert len(CASES) >= 60, len(CASES)
+
+
+@pytest.mark.parametrize(("command", "flag", "value"), CASES)
+def test_out_of_range_option_is_one_line(command, flag, value, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main([command, flag, value, "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"darts-lit {command}: error: {flag}: must be "), err
+    assert "got" in err and "Traceback" not in err and err.count("\n") == 1
+    assert not out.exists()  # nothing written
+
+
+@pytest.mark.parametrize(("argv", "words"), [
+    (["latency", "--batch-size", "0"], "--batch-size: must be an integer ≥ 1"),
+    (["latency", "--repeats", "-3"], "--repeats: must be an integer ≥ 1"),
+    (["latency", "--warmup", "-1"], "--warmup: must be an integer ≥ 0"),
+    (["search", "--stop-after", "0"], "--stop-after: must be an integer ≥ 1"),
+    (["search", "--epochs", "two"], "--epochs: invalid int value"),
+])
+def test_argparse_errors(argv, words, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2 and words in capsys.readouterr().err
+
+
+def test_device_and_choices(tmp_path, capsys):
+    assert main(["search", "--device", "gpu", "--out", str(tmp_path / "r")]) == 1
+    assert capsys.readouterr().err.startswith("darts-lit search: error: --device: ")
+    with pytest.raises(SystemExit):
+        main(["train", "--schedule", "linear"])
+    assert "--schedule: invalid choice" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def search_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("lifecycle") / "search"
+    old = os.umask(0o022)
+    try:
+        assert main(["search", *TINY, "--out", str(out), "--stop-after", "1"]) == 0
+    finally:
+        os.umask(old)
+    return out
+
+
+def test_wrong_kind_of_checkpoint(search_run, tmp_path, capsys):
+    assert main(["test", "--checkpoint", str(search_run / "checkpoint.pt")]) == 1
+    err = capsys.readouterr().err
+    assert "is a checkpoint of a 'search' run, read by darts-lit search --resume" in err
+    assert "expected a 'train' checkpoint" in err and "Traceback" not in err
+    assert main(["search-rnn", "--out", str(search_run), "--resume"]) == 1
+    assert "expected a 'search-rnn' checkpoint" in capsys.readouterr().err
+
+
+def test_files_are_shared_readable_and_history_is_strict_json(search_run):
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in search_run.iterdir()}
+    assert {"checkpoint.pt", "history.json", "accuracy.png"} <= set(modes)
+    assert set(modes.values()) == {0o644}, modes
+
+    def no_constants(word):
+        raise ValueError(f"not strict JSON: {word}")
+
+    history = json.loads((search_run / "history.json").read_text(),
+                         parse_constant=no_constants)
+    assert [r["epoch"] for r in history] == [1]
+
+
+def test_killed_run_leaves_no_temporaries_after_resume(search_run, capsys):
+    # what kill -9 during atomic_save leaves: a partial hidden temporary
+    partial = search_run / ".checkpoint.pt.k1ll3d.tmp"
+    partial.write_bytes((search_run / "checkpoint.pt").read_bytes()[:1000])
+    (search_run / ".history.json.x.tmp").write_text("[{")
+    assert main(["search", *TINY, "--out", str(search_run), "--resume"]) == 0
+    assert "epoch 2/2" in capsys.readouterr().out
+    assert not list(search_run.glob(".*.tmp"))
+    assert len(json.loads((search_run / "history.json").read_text())) == 2
+
+
+def test_resume_without_options_keeps_the_runs_settings(tmp_path, capsys):
+    out = tmp_path / "s"
+    assert main(["search", *TINY, "--out", str(out), "--stop-after", "1"]) == 0
+    assert main(["search", "--out", str(out), "--resume", "--quiet"]) == 0
+    assert "epoch 2/2" in capsys.readouterr().out
+    assert main(["search", "--out", str(out), "--resume", "--layers", "4"]) == 1
+    assert "--layers: checkpoint 3, now 4" in capsys.readouterr().err
+
+
+def test_corrupt_inputs_name_the_file(tmp_path, capsys):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    batch = {"data": [[0] * 3072] * 4, "labels": [0, 1, 2, 3]}
+    (folder / "test_batch").write_bytes(pickle.dumps(batch))
+    (folder / "data_batch_1").write_bytes(pickle.dumps(batch)[:100])  # truncated
+    assert main(["search", "--dataset", "cifar10", "--data-dir", str(tmp_path),
+                 "--out", str(tmp_path / "r")]) == 1
+    err = capsys.readouterr().err
+    assert f"{folder / 'data_batch_1'}: not a CIFAR-10 batch" in err
+    assert err.count("\n") == 1
+    bad = tmp_path / "cell.json"
+    bad.write_text('{"normal": [["sep_conv_3x3", 0]')
+    assert main(["train", "--genotype", str(bad), "--dataset", "digits",
+                 "--out", str(tmp_path / "t")]) == 1
+    assert f"genotype file {bad}:" in capsys.readouterr().err
+    assert main(["train-rnn", "--genotype", str(bad), "--out", str(tmp_path / "u")]) == 1
+    assert f"genotype file {bad}:" in capsys.readouterr().err
