@@ -7,7 +7,7 @@ __all__ = ['EPOCHS_FREE', 'repackage_hidden', 'HiddenStateLoss', 'clip_grads',
            'search_rnn', 'RNNTrainConfig', 'resolve_rnn_genotype', 'train_rnn_epoch',
            'swap_averaged', 'make_lm_optimizer', 'stalled', 'train_rnn']
 
-# %% ../book/11_rnn_search.md #3e0a9770
+# %% ../book/11_rnn_search.md #5532c3d9
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -55,6 +55,7 @@ from darts_lit.utils import (
     seed_everything,
     set_rng_state,
 )
+
 from . import runs
 from .runs import option, validate
 from .search import check_device

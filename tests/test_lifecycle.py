@@ -163,5 +163,6 @@ def test_corrupt_inputs_name_the_file(tmp_path, capsys):
     assert main(["train", "--genotype", str(bad), "--dataset", "digits",
                  "--out", str(tmp_path / "t")]) == 1
     assert f"genotype file {bad}:" in capsys.readouterr().err
-    assert main(["train-rnn", "--genotype", str(bad), "--out", str(tmp_path / "u")]) == 1
+    assert main(["train-rnn", "--genotype", str(bad),
+                 "--out", str(tmp_path / "u")]) == 1
     assert f"genotype file {bad}:" in capsys.readouterr().err
