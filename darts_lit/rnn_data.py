@@ -99,7 +99,7 @@ def read_ptb(folder) -> Corpus:
     train, valid, test = (tokenize_file(Path(folder) / f) for f in PTB_FILES)
     return build_corpus(train, valid, test, name="ptb", source=str(folder))
 
-# %% ../book/11_rnn_data.md #ed50530f
+# %% ../book/11_rnn_data.md #a12a6757
 def find_ptb(data_dir=None) -> Path | None:
     """The folder with the three PTB files under the data search path, or None."""
     for _, root in data_search_path(data_dir):
@@ -115,7 +115,7 @@ def _missing_ptb(data_dir) -> DataNotFoundError:
     return DataNotFoundError(
         f"Penn Treebank not found. Looked for {', '.join(PTB_FILES)} in:\n" + looked +
         "\nFix: pass data_dir=DIR (the folder holding ptb/ or the three files), "
-        "set the DARTS_DATA environment variable, or use corpus='pydoc' for the "
+        "set the DARTS_DATA environment variable, or use dataset='pydoc' for the "
         "offline default.")
 
 # %% ../book/11_rnn_data.md #5fbecf64
