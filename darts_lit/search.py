@@ -277,12 +277,13 @@ def resume_search(out_dir, parts: SearchParts, config) -> tuple[int, list]:
     utils.restore_training_state(state, parts.model, optimizers, parts.scheduler)
     return state["epoch"], state["history"]
 
-# %% ../book/08_search.md #77f468bd
+# %% ../book/08_search.md #3c822089
 def search(config: SearchConfig | None = None, arch_objective=None,
            stop_after_epoch: int | None = None, on_epoch_end=None,
            **overrides) -> list[dict]:
     """Run (or resume) a DARTS search; return the per-epoch history."""
     config = validate(replace(config or SearchConfig(), **overrides))
+    distributed.barrier()  # rank 0 has finished writing: every rank sees the folder
     out = runs.open_run(config, "search")
     utils.seed_everything(config.seed)
     if config.deterministic:

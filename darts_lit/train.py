@@ -256,11 +256,12 @@ def start_or_resume(config: TrainConfig, genotype, model, optimizer, scheduler):
     utils.restore_training_state(state, model, {"sgd": optimizer}, scheduler)
     return list(state["history"]), int(state["epoch"])
 
-# %% ../book/10_train.md #3d4a5676
+# %% ../book/10_train.md #2ad9e0ca
 def train(config: TrainConfig | None = None, stop_after_epoch: int | None = None,
           **overrides) -> list[dict]:
     """Train (or resume) the evaluation network of `config`; the per-epoch history."""
     config = validate(replace(config or TrainConfig(), **overrides))
+    distributed.barrier()  # rank 0 has finished writing: every rank sees the folder
     runs.open_run(config, "train")
     utils.seed_everything(config.seed)
     if config.deterministic:
