@@ -22,13 +22,11 @@ def fail(prog: str, err: BaseException) -> int:
 
 def user_errors() -> tuple:
     """The exceptions that are a user's mistake or a bad input: one line, no trace."""
-    from darts_lit.data import DataNotFoundError
-    from darts_lit.genotypes import GenotypeError
-    from darts_lit.runs import ConfigError, RunError
     from darts_lit.utils import CheckpointError, NonFiniteLossError
 
-    return (ConfigError, RunError, NonFiniteLossError, DataNotFoundError, GenotypeError,
-            CheckpointError, FileNotFoundError, FileExistsError, ValueError, OSError)
+    # ValueError: ConfigError, RunError, GenotypeError, DataError, a bad value;
+    # OSError: DataNotFoundError, a missing or unreadable file
+    return (ValueError, OSError, CheckpointError, NonFiniteLossError)
 
 
 def run_command(prog: str, body, args) -> int:
@@ -84,9 +82,17 @@ def config_from_cli(cls, args, kind: str, base=None):
     config = runs.config_from_args(cls, args, base)
     if getattr(args, "quiet", False):
         config.verbose = False
-    if config.resume and config.out_dir is None:
-        raise runs.config_error(config, "resume", "needs --out RUN_DIR, the run to "
-                                "continue")
-    if config.out_dir is None:
+    if config.out_dir is None and not config.resume:  # runs.open_run refuses resume
         config.out_dir = str(Path("runs") / time.strftime(f"{kind}-%Y%m%d-%H%M%S"))
     return runs.validate(config)
+
+
+def add_run_command(subparsers, name: str, cls, run, help: str, description: str):
+    """A command whose options are the fields of config class `cls`; `run(args)`."""
+    from darts_lit.runs import add_config_options
+
+    p = subparsers.add_parser(name, help=help, description=description)
+    add_config_options(p, cls)
+    add_run_extras(p)
+    p.set_defaults(func=lambda args: run_command(f"darts-lit {name}", run, args))
+    return p

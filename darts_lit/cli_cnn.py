@@ -13,23 +13,20 @@ network*); what the commands run is explained there.
 
 from pathlib import Path
 
-from darts_lit.cli_base import add_run_extras, config_from_cli, run_command
+from darts_lit.cli_base import add_run_command, config_from_cli, run_command
 
 def register_search(subparsers) -> None:
     """`darts-lit search`: a DARTS architecture search (darts_lit.search)."""
-    from darts_lit.runs import add_config_options
     from darts_lit.search import SearchConfig
 
-    p = subparsers.add_parser(
-        "search", help="search a convolutional cell with DARTS",
+    add_run_command(
+        subparsers, "search", SearchConfig, run_search,
+        help="search a convolutional cell with DARTS",
         description="Search a convolutional cell with DARTS (Liu et al., ICLR 2019). "
         "Every default is the paper's setting (CIFAR-10, §3.1.2). Writes "
         "checkpoint.pt, history.json, genotype.json and PNG plots into --out, and "
         "prints the final genotype. With --resume, options not given keep the run's "
         "settings.")
-    add_config_options(p, SearchConfig)
-    add_run_extras(p)
-    p.set_defaults(func=lambda args: run_command("darts-lit search", run_search, args))
 
 
 def run_search(args) -> int:
@@ -60,11 +57,11 @@ def run_search(args) -> int:
 
 def register_train(subparsers) -> None:
     """`darts-lit train`: train a genotype's evaluation network (darts_lit.train)."""
-    from darts_lit.runs import add_config_options
     from darts_lit.train import TrainConfig
 
-    p = subparsers.add_parser(
-        "train", help="train a genotype's evaluation network from scratch",
+    p = add_run_command(
+        subparsers, "train", TrainConfig, run_train,
+        help="train a genotype's evaluation network from scratch",
         description="Train the evaluation network of a genotype from scratch and test "
         "it (Liu et al., ICLR 2019, §3.2). Every default is the paper's CIFAR-10 "
         "setting; --imagenet switches to its ImageNet settings. Writes checkpoint.pt, "
@@ -74,9 +71,6 @@ def register_train(subparsers) -> None:
                    help="the paper's ImageNet settings: NetworkImageNet, 48 channels, "
                    "14 cells, lr 0.1 ×0.97 per epoch, weight decay 3e-5, label "
                    "smoothing 0.1, batch 128, 250 epochs (needs RGB data)")
-    add_config_options(p, TrainConfig)
-    add_run_extras(p)
-    p.set_defaults(func=lambda args: run_command("darts-lit train", run_train, args))
 
 
 def train_config_from_args(args):

@@ -12,23 +12,19 @@ explained in the chapters on recurrent cells (`darts_lit.rnn_data`, `darts_lit.r
 
 from pathlib import Path
 
-from darts_lit.cli_base import add_run_extras, config_from_cli, run_command
+from darts_lit.cli_base import add_run_command, config_from_cli
 
 def register_search_rnn(subparsers) -> None:
     """`darts-lit search-rnn`: search a recurrent cell (darts_lit.rnn_search)."""
     from darts_lit.rnn_search import RNNSearchConfig
-    from darts_lit.runs import add_config_options
 
-    p = subparsers.add_parser(
-        "search-rnn", help="search a recurrent cell with DARTS (language modelling)",
+    add_run_command(
+        subparsers, "search-rnn", RNNSearchConfig, run_search_rnn,
+        help="search a recurrent cell with DARTS (language modelling)",
         description="Search a recurrent cell with DARTS on Penn Treebank (Liu et al., "
         "ICLR 2019, §3.1.2). Every default is the paper's setting. Writes "
         "checkpoint.pt, history.json and genotype.json into --out after every epoch, "
         "perplexity.png and cell.png at the end, and prints the final genotype.")
-    add_config_options(p, RNNSearchConfig)
-    add_run_extras(p)
-    p.set_defaults(func=lambda args: run_command("darts-lit search-rnn",
-                                                 run_search_rnn, args))
 
 
 def run_search_rnn(args) -> int:
@@ -67,19 +63,15 @@ def save_rnn_search_plots(history, out) -> None:
 def register_train_rnn(subparsers) -> None:
     """`darts-lit train-rnn`: train a recurrent genotype (darts_lit.rnn_search)."""
     from darts_lit.rnn_search import RNNTrainConfig
-    from darts_lit.runs import add_config_options
 
-    p = subparsers.add_parser(
-        "train-rnn", help="train a recurrent cell's language model from scratch",
+    add_run_command(
+        subparsers, "train-rnn", RNNTrainConfig, run_train_rnn,
+        help="train a recurrent cell's language model from scratch",
         description="Train the language model of a recurrent genotype from scratch: "
         "SGD, then averaged SGD once the validation loss stalls; reports validation "
         "and test perplexity (Liu et al., ICLR 2019, §3.2). Every default is the "
         "paper's setting. Writes checkpoint.pt and history.json after every epoch, "
         "model.pt and result.json at the end.")
-    add_config_options(p, RNNTrainConfig)
-    add_run_extras(p)
-    p.set_defaults(func=lambda args: run_command("darts-lit train-rnn", run_train_rnn,
-                                                 args))
 
 
 def run_train_rnn(args) -> int:

@@ -7,7 +7,7 @@ __all__ = ['EPOCHS_FREE', 'repackage_hidden', 'HiddenStateLoss', 'clip_grads',
            'search_rnn', 'RNNTrainConfig', 'resolve_rnn_genotype', 'train_rnn_epoch',
            'swap_averaged', 'make_lm_optimizer', 'stalled', 'train_rnn']
 
-# %% ../book/11_rnn_search.md #5532c3d9
+# %% ../book/11_rnn_search.md #b60d32af
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -44,7 +44,6 @@ from darts_lit.rnn_data import (
 )
 from darts_lit.utils import (
     AverageMeter,
-    NonFiniteLossError,
     atomic_save,
     check_finite,
     get_rng_state,
@@ -57,8 +56,7 @@ from darts_lit.utils import (
 )
 
 from . import runs
-from .runs import option, validate
-from .search import check_device
+from .runs import RunConfig, option, validate
 
 # %% ../book/11_rnn_search.md #a7dab5a1
 def repackage_hidden(h):
@@ -189,9 +187,9 @@ def lm_train_step(model, optimizer, x, y, hidden, cfg, where: str):
     optimizer.step()
     return raw_loss.detach(), hidden
 
-# %% ../book/11_rnn_search.md #54c7de7c
+# %% ../book/11_rnn_search.md #bc391d87
 @dataclass
-class LMConfig:
+class LMConfig(RunConfig):
     """Settings shared by recurrent search and training (the search's defaults)."""
 
     dataset: str = option("auto", "'auto': Penn Treebank if found, else CPython's "
@@ -233,20 +231,8 @@ class LMConfig:
     beta: float = option(1e-3, "temporal activation regularisation (TAR)", ge=0,
                          paper=True, group="weights")
     seed: int = option(2, "random seed (as the paper's code)", ge=0)
-    device: str = option("auto", "'auto' (CUDA if available), 'cpu', 'cuda', 'cuda:N'")
-    out_dir: str | None = option(None, "run folder: checkpoint, history, genotype",
-                                 flag="--out", metavar="RUN_DIR")
-    resume: bool = option(False, "continue the run in --out from its checkpoint, bit "
-                          "for bit on CPU; options not given keep its settings")
-    max_steps_per_epoch: int | None = option(None, "cut every epoch to N windows, for "
-                                             "quick trials", ge=1, metavar="N")
-    verbose: bool = option(True, "one line per epoch", cli=False)
 
-    def check(self) -> None:
-        """The device must exist (`validate` calls this last)."""
-        check_device(self)
-
-# %% ../book/11_rnn_search.md #bff89fbc
+# %% ../book/11_rnn_search.md #c229c096
 @dataclass
 class RNNSearchConfig(LMConfig):
     """Settings of a recurrent search; defaults are the paper's."""
@@ -265,7 +251,7 @@ class RNNSearchConfig(LMConfig):
                       group="architecture")
 
     def check(self) -> None:
-        """`hvp='exact'` needs the second-order step; the device must exist."""
+        """`hvp='exact'` needs the second-order step (then the run's checks)."""
         if self.hvp == "exact" and not self.unrolled:
             unrolled = runs.option_name(type(self), "unrolled")
             raise runs.config_error(self, "hvp", "'exact' needs the second-order "
@@ -298,7 +284,7 @@ def search_rnn_epoch(model, architect, optimizer, train_data, search_data, cfg,
         meter.update(loss.item(), len(x))
     return meter.avg
 
-# %% ../book/11_rnn_search.md #08ea4155
+# %% ../book/11_rnn_search.md #d1155f64
 def _lm_data(cfg, verbose):
     """The corpus and its batchified streams on the configured device."""
     corpus = get_corpus(cfg.dataset, cfg.data_dir, cfg.max_vocab, verbose=verbose)
@@ -311,33 +297,17 @@ def _lm_data(cfg, verbose):
 EPOCHS_FREE = runs.FREE_ON_RESUME + ("epochs",)
 
 
-class _nan_policy:
-    """Within the block: a non-finite loss or state gets the run's NaN advice."""
-
-    def __init__(self, cfg, out, epoch: int):
-        self.cfg, self.out, self.epoch = cfg, out, epoch
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, err, tb):
-        if isinstance(err, NonFiniteLossError):
-            advice = runs.nan_advice(self.cfg, self.out, self.epoch - 1)
-            raise NonFiniteLossError(f"{str(err).rstrip('.')}. {advice}.") from err
-        return False
-
-
 def _ppl(loss: float) -> float:
     """Perplexity of a mean cross-entropy (inf when it overflows)."""
     return math.exp(loss) if loss < 700 else math.inf
 
 
-# %% ../book/11_rnn_search.md #58494add
+# %% ../book/11_rnn_search.md #6777b72f
 def search_rnn(config: RNNSearchConfig | None = None,
                stop_after_epoch: int | None = None, **overrides):
     """Run (or resume) a recurrent DARTS search; (model, history)."""
     cfg = validate(replace(config or RNNSearchConfig(), **overrides))
-    out = runs.open_run(cfg, "search-rnn")
+    out = runs.open_run(cfg)
     corpus, dev, train_data = _lm_data(cfg, cfg.verbose)
     search_data = batchify(corpus.valid, cfg.batch_size).to(dev)
     val_data = batchify(corpus.valid, cfg.eval_batch_size).to(dev)
@@ -360,7 +330,7 @@ def search_rnn(config: RNNSearchConfig | None = None,
         set_rng_state(ckpt["rng"])
         history, start = ckpt["history"], ckpt["epoch"] + 1
     for epoch in range(start, min(cfg.epochs, stop_after_epoch or cfg.epochs) + 1):
-        with _nan_policy(cfg, out, epoch):
+        with runs.nan_policy(cfg, out, epochs_saved=epoch - 1):
             train_loss = search_rnn_epoch(model, architect, optimizer, train_data,
                                           search_data, cfg, epoch)
             val_loss = evaluate_lm(model, val_data, cfg.bptt)
@@ -500,13 +470,13 @@ def _validate(model, optimizer, kind, val_data, bptt, best, epoch) -> tuple:
         swap_averaged(model, optimizer)
     return val_loss, best
 
-# %% ../book/11_rnn_search.md #5adca42f
+# %% ../book/11_rnn_search.md #bf52f37c
 def train_rnn(config: RNNTrainConfig | None = None,
               stop_after_epoch: int | None = None, **overrides):
     """Train (or resume) a recurrent genotype; (model, result with the history)."""
     cfg = validate(replace(config or RNNTrainConfig(), **overrides))
     genotype = resolve_rnn_genotype(cfg.genotype)
-    out = runs.open_run(cfg, "train-rnn")
+    out = runs.open_run(cfg)
     verbose = cfg.verbose
     corpus, dev, train_data = _lm_data(cfg, verbose)
     val_data = batchify(corpus.valid, cfg.eval_batch_size).to(dev)
@@ -522,7 +492,7 @@ def train_rnn(config: RNNTrainConfig | None = None,
             out / runs.CHECKPOINT, model, cfg, dev)
     last = min(cfg.epochs, stop_after_epoch or cfg.epochs)
     for epoch in range(start, last + 1):
-        with _nan_policy(cfg, out, epoch):
+        with runs.nan_policy(cfg, out, epochs_saved=epoch - 1):
             train_loss = train_rnn_epoch(model, optimizer, train_data, cfg, epoch)
             val_loss, best = _validate(model, optimizer, kind, val_data, cfg.bptt,
                                        best, epoch)

@@ -6,7 +6,7 @@ __all__ = ['TrainConfig', 'resolve_genotype', 'build_model', 'make_optimizer',
            'make_loaders', 'save_run', 'start_or_resume', 'train',
            'read_train_checkpoint', 'evaluate_checkpoint']
 
-# %% ../book/10_train.md #879e277e
+# %% ../book/10_train.md #c519518f
 import itertools
 import time
 from dataclasses import dataclass, replace
@@ -21,12 +21,11 @@ from . import distributed, genotypes, runs, utils
 from .data import DATASETS, get_dataset
 from .genotypes import Genotype
 from .model import NetworkCIFAR, NetworkImageNet, count_parameters
-from .runs import option, validate
-from .search import check_device
+from .runs import RunConfig, option, validate
 
-# %% ../book/10_train.md #345fd17b
+# %% ../book/10_train.md #75a9666f
 @dataclass
-class TrainConfig:
+class TrainConfig(RunConfig):
     """Settings of `train`; the defaults are the paper's CIFAR-10 evaluation."""
 
     genotype: str | Genotype = option(
@@ -74,22 +73,7 @@ class TrainConfig:
                               group="weights")
     label_smoothing: float = option(0.0, "label smoothing (paper: 0 on CIFAR-10, 0.1 "
                                     "on ImageNet)", ge=0, lt=1, group="weights")
-    seed: int = option(0, "random seed", ge=0)
-    device: str = option("auto", "'auto' (CUDA if available), 'cpu', 'cuda', 'cuda:N'")
-    out_dir: str | None = option(None, "run folder: checkpoint.pt, history.json, "
-                                 "genotype.json", flag="--out", metavar="RUN_DIR")
-    resume: bool = option(False, "continue the run in --out from its checkpoint; "
-                          "options not given keep the run's settings")
-    max_steps_per_epoch: int | None = option(None, "cut every epoch to N batches, for "
-                                             "quick trials (default: the whole "
-                                             "training set, as the paper)", ge=1,
-                                             metavar="N")
     deterministic: bool = option(True, "cuDNN: deterministic kernels, no autotuning")
-    verbose: bool = option(True, "one line per epoch", cli=False)
-
-    def check(self) -> None:
-        """The device must exist (`validate` calls this last)."""
-        check_device(self)
 
     @classmethod
     def imagenet(cls, **overrides) -> "TrainConfig":
@@ -256,13 +240,13 @@ def start_or_resume(config: TrainConfig, genotype, model, optimizer, scheduler):
     utils.restore_training_state(state, model, {"sgd": optimizer}, scheduler)
     return list(state["history"]), int(state["epoch"])
 
-# %% ../book/10_train.md #2ad9e0ca
+# %% ../book/10_train.md #cde61a5f
 def train(config: TrainConfig | None = None, stop_after_epoch: int | None = None,
           **overrides) -> list[dict]:
     """Train (or resume) the evaluation network of `config`; the per-epoch history."""
     config = validate(replace(config or TrainConfig(), **overrides))
     distributed.barrier()  # rank 0 has finished writing: every rank sees the folder
-    runs.open_run(config, "train")
+    out = runs.open_run(config)
     utils.seed_everything(config.seed)
     if config.deterministic:
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
@@ -286,15 +270,11 @@ def train(config: TrainConfig | None = None, stop_after_epoch: int | None = None
                "drop_path_prob": model.drop_path_prob}
         if hasattr(train_loader.sampler, "set_epoch"):  # DistributedSampler
             train_loader.sampler.set_epoch(epoch)
-        try:
+        with runs.nan_policy(config, out, epochs_saved=epoch):
             row.update(train_epoch(net, train_loader, optimizer, criterion, config,
                                    device, epoch))
             distributed.broadcast_(model.buffers())  # rank 0's BatchNorm statistics
             runs.check_finite_state(model, f"epoch {epoch + 1}")
-        except utils.NonFiniteLossError as e:
-            advice = runs.nan_advice(config, config.out_dir and Path(config.out_dir),
-                                     epoch)
-            raise utils.NonFiniteLossError(f"{str(e).rstrip('.')}. {advice}.") from e
         scheduler.step()
         row.update(evaluate(model, test_loader, device, sharded=True))
         row["seconds"] = time.perf_counter() - t0
@@ -302,7 +282,7 @@ def train(config: TrainConfig | None = None, stop_after_epoch: int | None = None
         if config.verbose and main:
             shown = {k: v for k, v in row.items() if k != "epoch"}
             utils.print_epoch(epoch + 1, config.epochs, shown)
-        if config.out_dir is not None and main:
+        if out is not None and main:
             save_run(config, genotype, model, optimizer, scheduler, history)
     return history
 
