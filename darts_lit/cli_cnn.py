@@ -15,6 +15,22 @@ from pathlib import Path
 
 from darts_lit.cli_base import add_run_command, config_from_cli, run_command
 
+def run_data_parallel(run, config, stop_after: int | None):
+    """`run(config)`, under torchrun too (rank 0 names the run folder): the history
+    on rank 0, None on the other ranks or when no epoch was left to run."""
+    from darts_lit import distributed
+
+    distributed.init_from_env(config.device)  # under torchrun: join the group
+    config.out_dir = distributed.broadcast_object(config.out_dir)
+    history = run(config, stop_after_epoch=stop_after)
+    if not distributed.is_main():
+        return None
+    if not history:
+        print(f"{config.out_dir}: nothing to do, all {config.epochs} epochs are done")
+        return None
+    return history
+
+
 def register_search(subparsers) -> None:
     """`darts-lit search`: a DARTS architecture search (darts_lit.search)."""
     from darts_lit.search import SearchConfig
@@ -34,18 +50,12 @@ def run_search(args) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
-    from darts_lit import distributed
     from darts_lit.genotypes import genotype_from_dict
     from darts_lit.search import SearchConfig, save_search_plots, search
 
     config = config_from_cli(SearchConfig, args, "search")
-    distributed.init_from_env(config.device)  # under torchrun: join the group
-    config.out_dir = distributed.broadcast_object(config.out_dir)  # rank 0's name
-    history = search(config, stop_after_epoch=args.stop_after)
-    if not distributed.is_main():
-        return 0
-    if not history:
-        print(f"{config.out_dir}: nothing to do, all {config.epochs} epochs are done")
+    history = run_data_parallel(search, config, args.stop_after)
+    if history is None:
         return 0
     save_search_plots(history, config.out_dir)
     genotype = genotype_from_dict(history[-1]["genotype"], validate=False)
@@ -84,17 +94,11 @@ def train_config_from_args(args):
 
 def run_train(args) -> int:
     """Run `darts-lit train` with the parsed `args`; return the exit status."""
-    from darts_lit import distributed
     from darts_lit.train import evaluate_checkpoint, train
 
     config = train_config_from_args(args)
-    distributed.init_from_env(config.device)  # under torchrun: join the group
-    config.out_dir = distributed.broadcast_object(config.out_dir)
-    history = train(config, stop_after_epoch=args.stop_after)
-    if not distributed.is_main():
-        return 0
-    if not history:
-        print(f"{config.out_dir}: nothing to do, all {config.epochs} epochs are done")
+    history = run_data_parallel(train, config, args.stop_after)
+    if history is None:
         return 0
     res = evaluate_checkpoint(Path(config.out_dir) / "checkpoint.pt",
                               device=config.device, verbose=False)

@@ -6,7 +6,7 @@ __all__ = ['SearchConfig', 'SearchParts', 'build_search', 'seed_loaders',
            'resume_search', 'search', 'plot_search_history', 'plot_alpha_history',
            'save_search_plots']
 
-# %% ../book/08_search.md #a4444701
+# %% ../book/08_search.md #cac64899
 import itertools
 import time
 from dataclasses import dataclass, replace
@@ -21,7 +21,6 @@ from .data import get_dataset, search_loaders
 from .genotypes import genotype_to_dict
 from .model_search import Network
 from .runs import RunConfig, config_error, option, option_name, validate
-from .utils import NonFiniteLossError
 
 # %% ../book/08_search.md #579b344e
 @dataclass
