@@ -2,8 +2,8 @@
 
 # %% auto #0
 __all__ = ['HVP_METHODS', 'functional_loss', 'split_parameters', 'virtual_step',
-           'momentum_buffers', 'hessian_vector_product', 'validation_loss',
-           'arch_gradient', 'Architect']
+           'momentum_buffers', 'hessian_vector_product', 'clip_grads',
+           'validation_loss', 'arch_gradient', 'Architect']
 
 # %% ../book/07_architect.md #5499cfab
 import torch
@@ -88,20 +88,32 @@ def hessian_vector_product(model, w: dict, alphas: dict, v: dict, x, y,
     # $(\nabla_\alpha L(w^+) - \nabla_\alpha L(w^-)) / 2\epsilon$
     return [(gp - gm) / (2 * eps) for gp, gm in zip(*grads, strict=True)]
 
+# %% ../book/07_architect.md #431ffa21
+def clip_grads(grads, max_norm: float) -> list:
+    """`grads` scaled so that their global L2 norm is at most `max_norm`."""
+    total = torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))
+    return [g * (max_norm / (total + 1e-6)).clamp(max=1.0) for g in grads]
+
 # %% ../book/07_architect.md #e53f59c1
 def validation_loss(model, tensors: dict, x, y, alphas: dict, objective=None):
     """L_val: the model's loss on a validation batch, through `objective(ce, α)`."""
     ce = functional_loss(model, tensors, x, y)
     return ce if objective is None else objective(ce, list(alphas.values()))
 
-# %% ../book/07_architect.md #d314c4f7
-def arch_gradient(model, x_train, y_train, x_valid, y_valid, eta=0.0, w_optimizer=None,
-                  momentum=0.9, weight_decay=3e-4, unrolled=False,
-                  hvp="finite_difference", objective=None, buffers=None, reduce=list):
+# %% ../book/07_architect.md #8f9efd86
+def arch_gradient(model, x_train, y_train, x_valid, y_valid, *, eta=0.0,
+                  w_optimizer=None, momentum=0.9, weight_decay=3e-4, unrolled=False,
+                  hvp="finite_difference", objective=None, buffers=None, reduce=list,
+                  grad_clip=None):
     """(∇_α L_val, L_val): first order, or through one virtual SGD step (eqs. 6–8)."""
     params, alphas = split_parameters(model)
     w = {n: p.detach() for n, p in params.items()}
     buffers, a = buffers or {}, list(alphas.values())
+
+    def w_grads(g):  # ∇_w L_train and v: averaged over processes, then clipped
+        g = reduce(g)
+        return g if grad_clip is None else clip_grads(g, grad_clip)
+
     if not unrolled:
         loss = validation_loss(model, {**w, **alphas, **buffers}, x_valid, y_valid,
                                alphas, objective)
@@ -110,8 +122,8 @@ def arch_gradient(model, x_train, y_train, x_valid, y_valid, eta=0.0, w_optimize
     wl = {n: t.detach().requires_grad_(True) for n, t in w.items()}
     fixed_a = {n: t.detach() for n, t in alphas.items()}
     loss_t = functional_loss(model, {**wl, **fixed_a, **buffers}, x_train, y_train)
-    dw = reduce(torch.autograd.grad(loss_t, list(wl.values()),
-                                    materialize_grads=True))
+    dw = w_grads(torch.autograd.grad(loss_t, list(wl.values()),
+                                     materialize_grads=True))
     buf = momentum_buffers(w_optimizer, params)
     w1 = virtual_step(w, dict(zip(wl, dw, strict=True)), buf, eta, momentum,
                       weight_decay)  # w'
@@ -119,38 +131,42 @@ def arch_gradient(model, x_train, y_train, x_valid, y_valid, eta=0.0, w_optimize
     loss = validation_loss(model, {**w1, **alphas, **buffers}, x_valid, y_valid,
                            alphas, objective)
     g = torch.autograd.grad(loss, a + list(w1.values()), materialize_grads=True)
-    d_alpha, v = g[:len(a)], dict(zip(w1, reduce(g[len(a):]), strict=True))
+    d_alpha, v = g[:len(a)], dict(zip(w1, w_grads(g[len(a):]), strict=True))
     h = hessian_vector_product(model, w, alphas, v, x_train, y_train, hvp,
                                buffers=buffers)
     # eq. 7: $\nabla_\alpha L_{val}(w', \alpha) - \xi \nabla^2_{\alpha,w} L_{train} v$
     grads = [da - eta * hv for da, hv in zip(d_alpha, h, strict=True)]
     return reduce(grads), loss.detach()
 
-# %% ../book/07_architect.md #0633fdff
+# %% ../book/07_architect.md #0debc73f
 class Architect:
     """Adam on α along the first- or second-order DARTS gradient (paper §2.3)."""
 
-    def __init__(self, model, momentum=0.9, weight_decay=3e-4, arch_lr=3e-4,
+    def __init__(self, model, *, momentum=0.9, weight_decay=3e-4, arch_lr=3e-4,
                  arch_betas=(0.5, 0.999), arch_weight_decay=1e-3,
-                 hvp="finite_difference", arch_objective=None, grad_reduce=list):
+                 hvp="finite_difference", arch_objective=None, grad_reduce=list,
+                 grad_clip=None):
         if hvp not in HVP_METHODS:
             raise ValueError(f"hvp must be one of {HVP_METHODS}, got {hvp!r}")
         self.model, self.momentum, self.weight_decay = model, momentum, weight_decay
         self.hvp, self.arch_objective = hvp, arch_objective
         self.grad_reduce = grad_reduce  # averages over processes (distributed)
+        self.grad_clip = grad_clip      # of the virtual step's gradients (RNN: 0.25)
         self.optimizer = torch.optim.Adam(model.arch_parameters(), lr=arch_lr,
                                           betas=arch_betas,
                                           weight_decay=arch_weight_decay)
 
-    def step(self, x_train, y_train, x_valid, y_valid, eta, w_optimizer,
-             unrolled, hvp=None):
+    def step(self, x_train, y_train, x_valid, y_valid, *, eta, w_optimizer=None,
+             unrolled=False, hvp=None):
         """One Adam step on α; the gradient stays in `α.grad`; returns L_val."""
         # copies: the model's BatchNorm running statistics are left untouched
         buffers = {n: b.clone() for n, b in self.model.named_buffers()}
         grads, loss = arch_gradient(
-            self.model, x_train, y_train, x_valid, y_valid, eta, w_optimizer,
-            self.momentum, self.weight_decay, unrolled, hvp or self.hvp,
-            self.arch_objective, buffers, self.grad_reduce)
+            self.model, x_train, y_train, x_valid, y_valid, eta=eta,
+            w_optimizer=w_optimizer, momentum=self.momentum,
+            weight_decay=self.weight_decay, unrolled=unrolled, hvp=hvp or self.hvp,
+            objective=self.arch_objective, buffers=buffers, reduce=self.grad_reduce,
+            grad_clip=self.grad_clip)
         self.optimizer.zero_grad()
         for a, g in zip(self.model.arch_parameters(), grads, strict=True):
             a.grad = g

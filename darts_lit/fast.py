@@ -255,12 +255,13 @@ def fast_cell_forward(cell, s0, s1, weights):
             states.append(sum(terms[j - 1][1:], terms[j - 1][0]))
     return torch.cat(states[-cell._multiplier:], dim=1)  # [B, multiplier*C, H, W]
 
-# %% ../book/14_performance.md #0b5296a4
+# %% ../book/14_performance.md #03ee8c73
 def search_step(model, architect, w_optimizer, batch, unrolled: bool, lr: float,
                 grad_clip: float = 5.0) -> torch.Tensor:
     """One step of the search: an α step, then a weight step (as `search_epoch`)."""
     x, y, x_valid, y_valid = batch
-    architect.step(x, y, x_valid, y_valid, lr, w_optimizer, unrolled)
+    architect.step(x, y, x_valid, y_valid, eta=lr, w_optimizer=w_optimizer,
+                   unrolled=unrolled)
     w_optimizer.zero_grad(set_to_none=True)
     loss = model.loss(x, y)
     weights = model.weights()

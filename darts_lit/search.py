@@ -84,7 +84,7 @@ class SearchConfig(RunConfig):
                                f"{self.multiplier}")
         super().check()  # the device
 
-# %% ../book/08_search.md #3c18d006
+# %% ../book/08_search.md #6739ebce
 @dataclass
 class SearchParts:
     """The objects of a running search."""
@@ -131,9 +131,11 @@ def build_search(config: SearchConfig, arch_objective=None) -> SearchParts:
                                   weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
         w_optimizer, config.epochs, eta_min=config.learning_rate_min)
-    architect = Architect(model, config.momentum, config.weight_decay,
-                          config.arch_learning_rate, (0.5, 0.999),
-                          config.arch_weight_decay, config.hvp, arch_objective,
+    architect = Architect(model, momentum=config.momentum,
+                          weight_decay=config.weight_decay,
+                          arch_lr=config.arch_learning_rate,
+                          arch_weight_decay=config.arch_weight_decay, hvp=config.hvp,
+                          arch_objective=arch_objective,
                           grad_reduce=distributed.all_reduce_mean)
     net = distributed.data_parallel(model, device, ignore=model.arch_parameters())
     return SearchParts(model, w_optimizer, scheduler, architect, train_loader,
@@ -166,7 +168,7 @@ def _weight_backward(loss, weights, alphas, net=None) -> None:
     for a, g in zip(alphas, kept, strict=True):
         a.grad = g
 
-# %% ../book/08_search.md #ea66b807
+# %% ../book/08_search.md #eb4fba39
 def search_epoch(parts: SearchParts, config: SearchConfig, epoch: int, lr: float):
     """One epoch of alternating α and w steps; mean train loss/accuracy and L_val."""
     model, opt, dev = parts.model, parts.w_optimizer, parts.device
@@ -185,7 +187,8 @@ def search_epoch(parts: SearchParts, config: SearchConfig, epoch: int, lr: float
         x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
         xv, yv = (t.to(dev, non_blocking=True) for t in next(valid))
         where = f"epoch {epoch + 1}, step {step + 1}"
-        arch_loss = parts.architect.step(x, y, xv, yv, lr, opt, config.unrolled)
+        arch_loss = parts.architect.step(x, y, xv, yv, eta=lr, w_optimizer=opt,
+                                         unrolled=config.unrolled)
         utils.check_finite(distributed.sum_over_ranks(arch_loss),
                            "validation loss (architecture step)", where, hint)
         opt.zero_grad(set_to_none=True)

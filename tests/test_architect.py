@@ -62,7 +62,8 @@ def rel(a, b):
 def test_exact_second_order_matches_brute_force():
     model, batches = tiny()
     opt = sgd_with_momentum(model)
-    got, _ = arch_gradient(model, *batches, ETA, opt, MU, WD, unrolled=True,
+    got, _ = arch_gradient(model, *batches, eta=ETA, w_optimizer=opt, momentum=MU,
+                           weight_decay=WD, unrolled=True,
                            hvp="exact")
     want = brute_force(model, batches, ETA, opt)
     for g, r in zip(got, want, strict=True):
@@ -107,7 +108,8 @@ def test_xi_zero_is_first_order():
     opt = sgd_with_momentum(model)
     first, _ = arch_gradient(model, *batches, unrolled=False)
     for hvp in ("exact", "finite_difference"):
-        z, _ = arch_gradient(model, *batches, 0.0, opt, unrolled=True, hvp=hvp)
+        z, _ = arch_gradient(model, *batches, eta=0.0, w_optimizer=opt, unrolled=True,
+                             hvp=hvp)
         for a, b in zip(z, first, strict=True):
             torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-16)
 
@@ -173,13 +175,14 @@ def test_step_changes_alpha_and_nothing_else(unrolled, hvp):
         p.grad = torch.ones_like(p)
     arch = Architect(model)
     # (a direct call without `buffers` updates BatchNorm statistics: do it first)
-    expected, _ = arch_gradient(model, *batches, ETA, opt, MU, WD, unrolled,
-                                hvp or "finite_difference")
+    expected, _ = arch_gradient(model, *batches, eta=ETA, w_optimizer=opt, momentum=MU,
+                                weight_decay=WD, unrolled=unrolled,
+                                hvp=hvp or "finite_difference")
     before = _everything_but_alpha(model, opt)
     running = [b.clone() for n, b in model.named_buffers() if "running" in n]
     assert running, "the network should have BatchNorm running statistics"
     alpha0 = [a.detach().clone() for a in model.arch_parameters()]
-    loss = arch.step(*batches, ETA, opt, unrolled, hvp)
+    loss = arch.step(*batches, eta=ETA, w_optimizer=opt, unrolled=unrolled, hvp=hvp)
     assert torch.isfinite(loss) and loss.ndim == 0
     assert _same(_everything_but_alpha(model, opt), before)
     assert all(torch.equal(b, r) for b, r in zip(
@@ -201,14 +204,14 @@ def test_objective_lambda_zero_and_positive():
         return lambda ce, alphas: ce + lam * penalty(alphas)
 
     for unrolled in (False, True):
-        base, _ = arch_gradient(model, *batches, ETA, opt, unrolled=unrolled,
+        base, _ = arch_gradient(model, *batches, eta=ETA, w_optimizer=opt, unrolled=unrolled,
                                 hvp="exact")
-        zero, _ = arch_gradient(model, *batches, ETA, opt, unrolled=unrolled,
+        zero, _ = arch_gradient(model, *batches, eta=ETA, w_optimizer=opt, unrolled=unrolled,
                                 hvp="exact", objective=objective(0.0))
         for b, z in zip(base, zero, strict=True):
             assert torch.equal(b, z)
         lam = 0.3
-        got, _ = arch_gradient(model, *batches, ETA, opt, unrolled=unrolled,
+        got, _ = arch_gradient(model, *batches, eta=ETA, w_optimizer=opt, unrolled=unrolled,
                                hvp="exact", objective=objective(lam))
         alphas = model.arch_parameters()
         d_pen = torch.autograd.grad(penalty(alphas), alphas)
@@ -218,7 +221,7 @@ def test_objective_lambda_zero_and_positive():
     # the objective reaches the Architect as well
     first, _ = arch_gradient(model, *batches, unrolled=False, objective=objective(0.3))
     arch = Architect(model, arch_objective=objective(0.3))
-    arch.step(*batches, ETA, opt, unrolled=False)
+    arch.step(*batches, eta=ETA, w_optimizer=opt, unrolled=False)
     for a, g in zip(model.arch_parameters(), first, strict=True):
         torch.testing.assert_close(a.grad, g)
 
@@ -229,8 +232,8 @@ def test_float32_agrees_with_float64():
     m32.load_state_dict({k: v.float() if v.is_floating_point() else v
                          for k, v in m64.state_dict().items()})
     b32 = [t.float() if t.is_floating_point() else t for t in b64]
-    g64, _ = arch_gradient(m64, *b64, ETA, None, unrolled=True, hvp="exact")
-    g32, _ = arch_gradient(m32, *b32, ETA, None, unrolled=True, hvp="exact")
+    g64, _ = arch_gradient(m64, *b64, eta=ETA, unrolled=True, hvp="exact")
+    g32, _ = arch_gradient(m32, *b32, eta=ETA, unrolled=True, hvp="exact")
     assert all(g.dtype == torch.float32 for g in g32)
     assert rel([g.double() for g in g32], g64) < 1e-3
 
@@ -240,4 +243,4 @@ def test_bad_hvp_name():
     with pytest.raises(ValueError, match="finite_difference"):
         Architect(model, hvp="fd")
     with pytest.raises(ValueError, match="exact"):
-        arch_gradient(model, *batches, ETA, None, unrolled=True, hvp="fd")
+        arch_gradient(model, *batches, eta=ETA, unrolled=True, hvp="fd")

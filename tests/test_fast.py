@@ -124,8 +124,8 @@ def test_architecture_gradient_agrees(unrolled, hvp, C, size):
     for m in (fast, plain):
         opt = torch.optim.SGD(m.weights(), 0.05, momentum=0.9, weight_decay=3e-4)
         buffers = {n: b.clone() for n, b in m.named_buffers()}
-        g, loss = arch_gradient(m, x, y, xv, yv, 0.05, opt, unrolled=unrolled, hvp=hvp,
-                                buffers=buffers)
+        g, loss = arch_gradient(m, x, y, xv, yv, eta=0.05, w_optimizer=opt,
+                                unrolled=unrolled, hvp=hvp, buffers=buffers)
         grads.append((g, loss, buffers))
     torch.testing.assert_close(grads[0][0], grads[1][0])
     torch.testing.assert_close(grads[0][1], grads[1][1])

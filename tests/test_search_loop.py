@@ -101,9 +101,10 @@ def test_architecture_step_comes_first_on_a_validation_batch():
     events = []
     arch_step, w_step = parts.architect.step, parts.w_optimizer.step
 
-    def record_arch(x, y, xv, yv, eta, opt, unrolled, hvp=None):
+    def record_arch(x, y, xv, yv, *, eta, w_optimizer, unrolled, hvp=None):
         events.append(("arch", eta, x.data_ptr() != xv.data_ptr()))
-        return arch_step(x, y, xv, yv, eta, opt, unrolled, hvp)
+        return arch_step(x, y, xv, yv, eta=eta, w_optimizer=w_optimizer,
+                         unrolled=unrolled, hvp=hvp)
 
     def record_weights(*a, **k):
         events.append(("weights",))
