@@ -7,7 +7,7 @@ __all__ = ['EPOCHS_FREE', 'repackage_hidden', 'HiddenStateLoss', 'RNNArchitect',
            'train_rnn_epoch', 'swap_averaged', 'make_lm_optimizer', 'stalled',
            'train_rnn']
 
-# %% ../book/11_rnn_search.md #315c13c7
+# %% ../book/11_rnn_search.md #e2e45123
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,7 +17,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .architect import Architect, functional_loss, split_parameters
 from darts_lit.rnn import (
     RNN_GENOTYPES,
     STEPS,
@@ -50,6 +49,7 @@ from darts_lit.utils import (
 )
 
 from . import runs
+from .architect import Architect
 from .runs import RunConfig, option, validate
 
 # %% ../book/11_rnn_search.md #a7dab5a1
@@ -253,7 +253,7 @@ def _ppl(loss: float) -> float:
     return math.exp(loss) if loss < 700 else math.inf
 
 
-# %% ../book/11_rnn_search.md #744d71a9
+# %% ../book/11_rnn_search.md #c05b64df
 def search_rnn(config: RNNSearchConfig | None = None,
                stop_after_epoch: int | None = None, **overrides):
     """Run (or resume) a recurrent DARTS search; (model, history)."""
@@ -271,8 +271,8 @@ def search_rnn(config: RNNSearchConfig | None = None,
                                 weight_decay=cfg.weight_decay)
     architect = RNNArchitect(model, weight_decay=cfg.weight_decay,
                              arch_lr=cfg.arch_learning_rate,
-                             arch_weight_decay=cfg.arch_weight_decay, clip=cfg.grad_clip,
-                             hvp=cfg.hvp)
+                             arch_weight_decay=cfg.arch_weight_decay,
+                             clip=cfg.grad_clip, hvp=cfg.hvp)
     history, start = [], 1
     if cfg.resume:
         ckpt = runs.read_checkpoint(out / runs.CHECKPOINT, "search-rnn", dev)

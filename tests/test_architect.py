@@ -204,15 +204,16 @@ def test_objective_lambda_zero_and_positive():
         return lambda ce, alphas: ce + lam * penalty(alphas)
 
     for unrolled in (False, True):
-        base, _ = arch_gradient(model, *batches, eta=ETA, w_optimizer=opt, unrolled=unrolled,
-                                hvp="exact")
-        zero, _ = arch_gradient(model, *batches, eta=ETA, w_optimizer=opt, unrolled=unrolled,
-                                hvp="exact", objective=objective(0.0))
+        base, _ = arch_gradient(model, *batches, eta=ETA, w_optimizer=opt,
+                                unrolled=unrolled, hvp="exact")
+        zero, _ = arch_gradient(model, *batches, eta=ETA, w_optimizer=opt,
+                                unrolled=unrolled, hvp="exact",
+                                objective=objective(0.0))
         for b, z in zip(base, zero, strict=True):
             assert torch.equal(b, z)
         lam = 0.3
-        got, _ = arch_gradient(model, *batches, eta=ETA, w_optimizer=opt, unrolled=unrolled,
-                               hvp="exact", objective=objective(lam))
+        got, _ = arch_gradient(model, *batches, eta=ETA, w_optimizer=opt,
+                               unrolled=unrolled, hvp="exact", objective=objective(lam))
         alphas = model.arch_parameters()
         d_pen = torch.autograd.grad(penalty(alphas), alphas)
         # the penalty depends on α only: it adds λ ∇ penalty, in both orders

@@ -152,8 +152,8 @@ def _arch_scenario(out: Path) -> dict:
                     for a, a0 in zip(model.arch_parameters(), alpha0, strict=True):
                         a.copy_(a0)
                 arch = Architect(model, hvp=hvp, grad_reduce=reduce)
-                arch.step(xt[idx], yt[idx], xv[idx], yv[idx], eta=0.05, w_optimizer=w_opt,
-                          unrolled=unrolled)
+                arch.step(xt[idx], yt[idx], xv[idx], yv[idx], eta=0.05,
+                          w_optimizer=w_opt, unrolled=unrolled)
                 results[unrolled, hvp, mode, who] = (
                     [a.detach().clone() for a in model.arch_parameters()],
                     [a.grad.clone() for a in model.arch_parameters()])
@@ -176,7 +176,8 @@ def test_helpers_alone_are_the_identity():
     assert all(a is b for a, b in zip(distributed.all_reduce_mean(g), g, strict=True))
     from darts_lit.architect import Architect
 
-    assert Architect.__init__.__kwdefaults__["grad_reduce"] is list  # grad_reduce: identity alone
+    # grad_reduce is the identity alone
+    assert Architect.__init__.__kwdefaults__["grad_reduce"] is list
 
 
 @pytest.fixture(scope="module")
