@@ -30,6 +30,7 @@ from darts_lit.model_search import Cell as SearchCell  # noqa: F401
 from darts_lit.model_search import Network, derive_cell  # noqa: F401
 from darts_lit.ops import OPS, PRIMITIVES, count_params, make_op  # noqa: F401
 from darts_lit.rnn import RNN_GENOTYPES, RNNGenotype, RNNModel, RNNModelSearch  # noqa: F401
-from darts_lit.rnn_search import RNNSearchConfig, RNNTrainConfig, search_rnn, train_rnn  # noqa: F401
+from darts_lit.rnn_search import RNNSearchConfig, search_rnn  # noqa: F401
+from darts_lit.rnn_train import RNNTrainConfig, train_rnn  # noqa: F401
 from darts_lit.search import SearchConfig  # noqa: F401
 from darts_lit.train import TrainConfig, evaluate_checkpoint  # noqa: F401

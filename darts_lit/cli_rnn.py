@@ -7,7 +7,7 @@
 Hand-written (not generated from the book); listed by `darts_lit.cli`. The options
 are generated from `RNNSearchConfig` and `RNNTrainConfig`; what the commands run is
 explained in the chapters on recurrent cells (`darts_lit.rnn_data`, `darts_lit.rnn`,
-`darts_lit.rnn_search`).
+`darts_lit.rnn_search`, `darts_lit.rnn_train`).
 """
 
 from pathlib import Path
@@ -61,8 +61,8 @@ def save_rnn_search_plots(history, out) -> None:
 
 
 def register_train_rnn(subparsers) -> None:
-    """`darts-lit train-rnn`: train a recurrent genotype (darts_lit.rnn_search)."""
-    from darts_lit.rnn_search import RNNTrainConfig
+    """`darts-lit train-rnn`: train a recurrent genotype (darts_lit.rnn_train)."""
+    from darts_lit.rnn_train import RNNTrainConfig
 
     add_run_command(
         subparsers, "train-rnn", RNNTrainConfig, run_train_rnn,
@@ -76,7 +76,8 @@ def register_train_rnn(subparsers) -> None:
 
 def run_train_rnn(args) -> int:
     """Run `darts-lit train-rnn`; return the exit status."""
-    from darts_lit.rnn_search import RNNTrainConfig, resolve_rnn_genotype, train_rnn
+    from darts_lit.rnn import resolve_rnn_genotype
+    from darts_lit.rnn_train import RNNTrainConfig, train_rnn
 
     cfg = config_from_cli(RNNTrainConfig, args, "train-rnn")
     genotype = resolve_rnn_genotype(cfg.genotype)

@@ -2,13 +2,15 @@
 
 # %% auto #0
 __all__ = ['Genotype', 'NASNet', 'AmoebaNet', 'DARTS_V1', 'DARTS_V2', 'DARTS',
-           'GENOTYPES', 'GenotypeError', 'validate_cell', 'validate_genotype',
-           'genotype_to_dict', 'genotype_from_dict', 'parse_genotype', 'save_genotype',
-           'load_genotype', 'plot_cell', 'plot_alphas']
+           'GENOTYPES', 'CNN_FORMAT', 'genotype_to_dict', 'genotype_from_dict',
+           'parse_genotype', 'save_genotype', 'load_genotype', 'resolve_genotype',
+           'GenotypeError', 'validate_cell', 'validate_genotype', 'GenotypeFormat',
+           'plot_cell', 'plot_alphas']
 
-# %% ../book/04_genotypes.md #cd116913
+# %% ../book/04_genotypes.md #a0b52859
 import ast
 import json
+import re
 from collections import namedtuple
 from pathlib import Path
 
@@ -121,28 +123,7 @@ def validate_genotype(genotype: Genotype, ops=OPS) -> Genotype:
     validate_cell(genotype.reduce, genotype.reduce_concat, "reduce", ops)
     return genotype
 
-# %% ../book/04_genotypes.md #1092d3da
-def genotype_to_dict(genotype: Genotype) -> dict:
-    """A JSON-ready dict: cells as lists of [op, input], concats as lists of ints."""
-    return {"normal": [[op, int(j)] for op, j in genotype.normal],
-            "normal_concat": [int(c) for c in genotype.normal_concat],
-            "reduce": [[op, int(j)] for op, j in genotype.reduce],
-            "reduce_concat": [int(c) for c in genotype.reduce_concat]}
-
-
-def genotype_from_dict(d: dict, validate: bool = True) -> Genotype:
-    """The Genotype of a `genotype_to_dict` dict (checked unless validate=False)."""
-    missing = [f for f in Genotype._fields if f not in d]
-    if missing:
-        raise GenotypeError(f"genotype is missing {', '.join(missing)}; it needs "
-                            f"{', '.join(Genotype._fields)}")
-    g = Genotype(normal=[tuple(pair) for pair in d["normal"]],
-                 normal_concat=list(d["normal_concat"]),
-                 reduce=[tuple(pair) for pair in d["reduce"]],
-                 reduce_concat=list(d["reduce_concat"]))
-    return validate_genotype(g) if validate else g
-
-# %% ../book/04_genotypes.md #6229095a
+# %% ../book/04_genotypes.md #0ae6a645
 def _literal(node: ast.AST):
     """A literal, or the list of a literal `range(...)` call."""
     try:
@@ -155,44 +136,97 @@ def _literal(node: ast.AST):
                             f"range(...) are accepted") from None
 
 
-def parse_genotype(text: str, validate: bool = True) -> Genotype:
-    """The Genotype in a `Genotype(normal=[...], ...)` log text, read without eval."""
-    start = text.find("Genotype(")
-    if start < 0:
-        raise GenotypeError("no 'Genotype(' in the text")
-    depth, end = 0, None
-    for end in range(start + len("Genotype"), len(text)):
+def _closing_paren(text: str, start: int) -> int:
+    """The index of the parenthesis that closes the one opened at `text[start]`."""
+    depth = 0
+    for end in range(start, len(text)):
         depth += {"(": 1, ")": -1}.get(text[end], 0)
         if depth == 0:
-            break
-    if depth:
-        raise GenotypeError("the Genotype(...) text is cut off (unbalanced parens)")
-    try:
-        call = ast.parse(text[start:end + 1], mode="eval").body
-        fields = dict(zip(Genotype._fields, map(_literal, call.args), strict=False))
+            return end
+    raise GenotypeError("the Genotype(...) text is cut off (unbalanced parens)")
+
+# %% ../book/04_genotypes.md #9e1eb70a
+class GenotypeFormat:
+    """Save, load, parse and resolve the genotypes of one namedtuple type."""
+
+    def __init__(self, cls, validate, references: dict, kind: str):
+        self.cls, self.check = cls, validate  # the namedtuple, its check
+        self.references, self.kind = references, kind  # reference names, a word
+
+    def to_dict(self, genotype) -> dict:
+        """A JSON-ready dict: cells as lists of [op, input], concats of ints."""
+        return {f: [[p[0], int(p[1])] if isinstance(p, tuple | list) else int(p)
+                    for p in value] for f, value in genotype._asdict().items()}
+
+    def from_dict(self, d: dict, validate: bool = True):
+        """The genotype of a `to_dict` dict (checked unless validate=False)."""
+        missing = [f for f in self.cls._fields if f not in d]
+        if missing:
+            raise GenotypeError(f"{self.kind} genotype is missing "
+                                f"{', '.join(missing)}; it needs "
+                                f"{', '.join(self.cls._fields)}")
+        bad = [f for f in self.cls._fields if not isinstance(d[f], list | tuple)]
+        if bad:
+            raise GenotypeError(f"{self.kind} genotype: {', '.join(bad)} must be a "
+                                "list")
+        g = self.cls(**{f: [tuple(p) if isinstance(p, list | tuple) else p
+                            for p in d[f]] for f in self.cls._fields})
+        return self.check(g) if validate else g
+
+    def parse(self, text: str, validate: bool = True):
+        """The genotype in a `Genotype(...)` log text, read without eval."""
+        start = text.find("Genotype(")
+        if start < 0:
+            raise GenotypeError("no 'Genotype(' in the text")
+        end = _closing_paren(text, start + len("Genotype"))
+        try:
+            call = ast.parse(text[start:end + 1], mode="eval").body
+        except SyntaxError as e:
+            raise GenotypeError(f"cannot read the Genotype(...) text: {e}") from None
+        fields = dict(zip(self.cls._fields, map(_literal, call.args), strict=False))
         fields.update({kw.arg: _literal(kw.value) for kw in call.keywords})
-    except SyntaxError as e:
-        raise GenotypeError(f"cannot read the Genotype(...) text: {e}") from None
-    return genotype_from_dict(fields, validate)
+        return self.from_dict(fields, validate)
 
-# %% ../book/04_genotypes.md #fb3c426b
-def save_genotype(genotype: Genotype, path) -> Path:
-    """Write `genotype` to `path` as JSON (after checking it); return the path."""
-    path = Path(path)
-    d = genotype_to_dict(validate_genotype(genotype))
-    path.write_text(json.dumps(d, indent=1) + "\n", encoding="utf-8")
-    return path
+    def save(self, genotype, path) -> Path:
+        """Write `genotype` to `path` as JSON (after checking it); return the path."""
+        path = Path(path)
+        d = self.to_dict(self.check(genotype))
+        path.write_text(json.dumps(d, indent=1) + "\n", encoding="utf-8")
+        return path
 
+    def load(self, path):
+        """Read a genotype from a JSON file or a file holding Genotype(...) text."""
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+            if text.lstrip().startswith("{"):
+                return self.from_dict(json.loads(text))
+            return self.parse(text)
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+            raise GenotypeError(f"genotype file {path}: {e}") from None  # names it
 
-def load_genotype(path) -> Genotype:
-    """Read a genotype from a JSON file, or from a file holding Genotype(...) text."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-        if text.lstrip().startswith("{"):
-            return genotype_from_dict(json.loads(text))
-        return parse_genotype(text)
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
-        raise GenotypeError(f"genotype file {path}: {e}") from None  # names the file
+    def resolve(self, spec):
+        """A genotype from a genotype, a reference name, its printed text or a file."""
+        if isinstance(spec, self.cls):
+            return self.check(spec)
+        spec = str(spec)
+        if spec in self.references:
+            return self.references[spec]
+        if re.match(r"\s*\w*Genotype\(", spec):  # printed, as logs show it
+            return self.parse(spec)
+        if Path(spec).is_file():
+            return self.load(spec)
+        raise GenotypeError(
+            f"{self.kind} genotype {spec!r} is neither a reference genotype "
+            f"({', '.join(self.references)}) nor an existing genotype file")
+
+# %% ../book/04_genotypes.md #2f16ae82
+CNN_FORMAT = GenotypeFormat(Genotype, validate_genotype, GENOTYPES, "convolutional")
+genotype_to_dict = CNN_FORMAT.to_dict
+genotype_from_dict = CNN_FORMAT.from_dict
+parse_genotype = CNN_FORMAT.parse
+save_genotype = CNN_FORMAT.save
+load_genotype = CNN_FORMAT.load
+resolve_genotype = CNN_FORMAT.resolve
 
 # %% ../book/04_genotypes.md #845e3e2b
 def _node_positions(cell) -> dict:

@@ -2,24 +2,22 @@
 
 # %% auto #0
 __all__ = ['RNN_PRIMITIVES', 'RNN_OPS', 'STEPS', 'CONCAT', 'RNNGenotype', 'ENAS',
-           'DARTS_V1', 'DARTS_V2', 'RNN_GENOTYPES', 'INITRANGE',
-           'validate_rnn_genotype', 'rnn_genotype_to_dict', 'rnn_genotype_from_dict',
-           'parse_rnn_genotype', 'save_rnn_genotype', 'load_rnn_genotype', 'mask2d',
-           'LockedDropout', 'embedded_dropout', 'highway', 'DARTSCell',
-           'DARTSCellSearch', 'derive_rnn_genotype', 'RNNModel', 'rnn_param_count',
-           'RNNModelSearch', 'plot_rnn_cell']
+           'DARTS_V1', 'DARTS_V2', 'RNN_GENOTYPES', 'RNN_FORMAT',
+           'rnn_genotype_to_dict', 'rnn_genotype_from_dict', 'parse_rnn_genotype',
+           'save_rnn_genotype', 'load_rnn_genotype', 'resolve_rnn_genotype',
+           'INITRANGE', 'validate_rnn_genotype', 'mask2d', 'LockedDropout',
+           'embedded_dropout', 'highway', 'DARTSCell', 'DARTSCellSearch',
+           'derive_rnn_genotype', 'RNNModel', 'rnn_param_count', 'RNNModelSearch',
+           'plot_rnn_cell']
 
-# %% ../book/11_rnn.md #2e9774d0
-import ast
-import json
+# %% ../book/11_rnn.md #612c9168
 from collections import namedtuple
-from pathlib import Path
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .genotypes import GenotypeError
+from .genotypes import GenotypeError, GenotypeFormat
 
 # %% ../book/11_rnn.md #5de34c13
 RNN_PRIMITIVES = ["none", "tanh", "relu", "sigmoid", "identity"]
@@ -75,67 +73,15 @@ def validate_rnn_genotype(genotype: RNNGenotype) -> RNNGenotype:
                             f"{len(rec)}")
     return genotype
 
-# %% ../book/11_rnn.md #6ee84bf2
-def rnn_genotype_to_dict(genotype: RNNGenotype) -> dict:
-    """A JSON-ready dict: `recurrent` as [op, predecessor] lists, `concat` as ints."""
-    return {"recurrent": [[op, int(j)] for op, j in genotype.recurrent],
-            "concat": [int(c) for c in genotype.concat]}
-
-
-def rnn_genotype_from_dict(d: dict) -> RNNGenotype:
-    """The checked `RNNGenotype` of a dict with `recurrent` and `concat`."""
-    missing = [f for f in RNNGenotype._fields if f not in d]
-    if missing:
-        raise GenotypeError(f"recurrent genotype is missing {', '.join(missing)}")
-    return validate_rnn_genotype(RNNGenotype(
-        [tuple(p) for p in d["recurrent"]], list(d["concat"])))
-
-# %% ../book/11_rnn.md #cbd8ff2f
-def _range_or_literal(node: ast.AST):
-    """A literal, or the list of a literal `range(...)` call."""
-    if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "range":
-        return list(range(*(ast.literal_eval(a) for a in node.args)))
-    return ast.literal_eval(node)
-
-
-def parse_rnn_genotype(text: str) -> RNNGenotype:
-    """The genotype in a `Genotype(recurrent=[...], concat=...)` log line, no eval."""
-    start = text.find("Genotype(")
-    end, depth = start + len("Genotype"), 0
-    while start >= 0 and end < len(text):
-        depth += {"(": 1, ")": -1}.get(text[end], 0)
-        if depth == 0:
-            break
-        end += 1
-    if start < 0 or depth:
-        raise GenotypeError("no complete 'Genotype(...)' in the text")
-    try:
-        call = ast.parse(text[start : end + 1], mode="eval").body
-        fields = dict(zip(RNNGenotype._fields, call.args, strict=False))
-        fields.update({kw.arg: kw.value for kw in call.keywords})
-        fields = {k: _range_or_literal(v) for k, v in fields.items()}
-    except (SyntaxError, ValueError, TypeError) as e:
-        raise GenotypeError(f"cannot read the Genotype(...) text: {e}") from None
-    return rnn_genotype_from_dict(fields)
-
-
-def save_rnn_genotype(genotype: RNNGenotype, path) -> Path:
-    """Write `genotype` to `path` as JSON (after checking it); return the path."""
-    path = Path(path)
-    d = rnn_genotype_to_dict(validate_rnn_genotype(genotype))
-    path.write_text(json.dumps(d) + "\n", encoding="utf-8")
-    return path
-
-
-def load_rnn_genotype(path) -> RNNGenotype:
-    """Read a recurrent genotype from JSON or from a `Genotype(...)` log line."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-        if text.lstrip().startswith("{"):
-            return rnn_genotype_from_dict(json.loads(text))
-        return parse_rnn_genotype(text)
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
-        raise GenotypeError(f"genotype file {path}: {e}") from None  # names the file
+# %% ../book/11_rnn.md #e54b3447
+RNN_FORMAT = GenotypeFormat(RNNGenotype, validate_rnn_genotype, RNN_GENOTYPES,
+                            "recurrent")
+rnn_genotype_to_dict = RNN_FORMAT.to_dict
+rnn_genotype_from_dict = RNN_FORMAT.from_dict
+parse_rnn_genotype = RNN_FORMAT.parse
+save_rnn_genotype = RNN_FORMAT.save
+load_rnn_genotype = RNN_FORMAT.load
+resolve_rnn_genotype = RNN_FORMAT.resolve
 
 # %% ../book/11_rnn.md #6cd87db6
 def mask2d(B: int, D: int, keep_prob: float, like: torch.Tensor) -> torch.Tensor:

@@ -3,14 +3,11 @@
 # %% auto #0
 __all__ = ['EPOCHS_FREE', 'repackage_hidden', 'HiddenStateLoss', 'RNNArchitect',
            'evaluate_lm', 'lm_train_step', 'LMConfig', 'RNNSearchConfig',
-           'search_rnn_epoch', 'search_rnn', 'RNNTrainConfig', 'resolve_rnn_genotype',
-           'train_rnn_epoch', 'swap_averaged', 'make_lm_optimizer', 'stalled',
-           'train_rnn']
+           'search_rnn_epoch', 'lm_data', 'perplexity', 'search_rnn']
 
-# %% ../book/11_rnn_search.md #e2e45123
+# %% ../book/11_rnn_search.md #a983e171
 import math
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -18,13 +15,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from darts_lit.rnn import (
-    RNN_GENOTYPES,
     STEPS,
-    RNNGenotype,
-    RNNModel,
     RNNModelSearch,
-    load_rnn_genotype,
-    parse_rnn_genotype,
     rnn_genotype_to_dict,
     save_rnn_genotype,
 )
@@ -235,8 +227,8 @@ def search_rnn_epoch(model, architect, optimizer, train_data, search_data, cfg,
         meter.update(loss.item(), len(x))
     return meter.avg
 
-# %% ../book/11_rnn_search.md #d1155f64
-def _lm_data(cfg, verbose):
+# %% ../book/11_rnn_search.md #9e3f5954
+def lm_data(cfg, verbose: bool = False):
     """The corpus and its batchified streams on the configured device."""
     corpus = get_corpus(cfg.dataset, cfg.data_dir, cfg.max_vocab, verbose=verbose)
     dev = resolve_device(cfg.device)
@@ -248,18 +240,18 @@ def _lm_data(cfg, verbose):
 EPOCHS_FREE = runs.FREE_ON_RESUME + ("epochs",)
 
 
-def _ppl(loss: float) -> float:
+def perplexity(loss: float) -> float:
     """Perplexity of a mean cross-entropy (inf when it overflows)."""
     return math.exp(loss) if loss < 700 else math.inf
 
 
-# %% ../book/11_rnn_search.md #c05b64df
+# %% ../book/11_rnn_search.md #2d2b3493
 def search_rnn(config: RNNSearchConfig | None = None,
                stop_after_epoch: int | None = None, **overrides):
     """Run (or resume) a recurrent DARTS search; (model, history)."""
     cfg = validate(replace(config or RNNSearchConfig(), **overrides))
     out = runs.open_run(cfg)
-    corpus, dev, train_data = _lm_data(cfg, cfg.verbose)
+    corpus, dev, train_data = lm_data(cfg, cfg.verbose)
     search_data = batchify(corpus.valid, cfg.batch_size).to(dev)
     val_data = batchify(corpus.valid, cfg.eval_batch_size).to(dev)
     seed_everything(cfg.seed)
@@ -289,8 +281,8 @@ def search_rnn(config: RNNSearchConfig | None = None,
             val_loss = evaluate_lm(model, val_data, cfg.bptt)
             runs.check_finite_state(model, f"epoch {epoch}")
         history.append({"epoch": epoch, "train_loss": train_loss,
-                        "train_ppl": _ppl(train_loss), "valid_loss": val_loss,
-                        "valid_ppl": _ppl(val_loss),
+                        "train_ppl": perplexity(train_loss), "valid_loss": val_loss,
+                        "valid_ppl": perplexity(val_loss),
                         "genotype": rnn_genotype_to_dict(model.genotype()),
                         "alphas": F.softmax(model.alphas, -1).tolist()})
         if cfg.verbose:
@@ -305,184 +297,3 @@ def search_rnn(config: RNNSearchConfig | None = None,
             save_rnn_genotype(model.genotype(), out / "genotype.json")
             save_json(history, out / "history.json")
     return model, history
-
-# %% ../book/11_rnn_search.md #ac1689b6
-@dataclass
-class RNNTrainConfig(LMConfig):
-    """Settings of the evaluation training; defaults are the paper's."""
-
-    genotype: str | RNNGenotype = option(
-        "DARTS", "a reference cell (a name in RNN_GENOTYPES), a genotype file written "
-        "by `darts-lit search-rnn`, or a printed Genotype(...)", group="network",
-        metavar="NAME|FILE")
-    emsize: int = option(850, "embedding = hidden size, tied decoder", ge=1,
-                         paper=True, group="network")
-    batch_size: int = option(64, "parallel text columns", ge=1, paper=True,
-                             group="data")
-    test_batch_size: int = option(1, "test columns", ge=1, paper=True, group="data")
-    epochs: int = option(8000, "epochs (the paper trains until the validation "
-                         "perplexity stalls)", ge=1, paper=True, group="weights")
-    weight_decay: float = option(8e-7, "SGD weight decay", ge=0, paper=True,
-                                 group="weights")
-    nonmono: int = option(5, "switch to ASGD when the validation loss is worse than "
-                          "the best before the last N epochs", ge=1, paper=True,
-                          group="weights", metavar="N")
-    seed: int = option(1267, "random seed (as the paper's code)", ge=0)
-
-# %% ../book/11_rnn_search.md #3b8510a9
-def resolve_rnn_genotype(genotype) -> RNNGenotype:
-    """An `RNNGenotype`, a name in `RNN_GENOTYPES`, its text, or a genotype file."""
-    if isinstance(genotype, RNNGenotype):
-        return genotype
-    if genotype in RNN_GENOTYPES:
-        return RNN_GENOTYPES[genotype]
-    if genotype.lstrip().startswith("Genotype("):  # a printed genotype
-        return parse_rnn_genotype(genotype)
-    if Path(genotype).is_file():
-        return load_rnn_genotype(genotype)
-    raise ValueError(f"unknown recurrent genotype {genotype!r}: give one of "
-                     f"{', '.join(RNN_GENOTYPES)} or a genotype file")
-
-
-def train_rnn_epoch(model, optimizer, train_data, cfg, epoch: int = 1) -> float:
-    """One epoch of evaluation training; returns the mean training cross-entropy."""
-    model.train()
-    hidden, meter = model.init_hidden(cfg.batch_size), AverageMeter()
-    lr = optimizer.param_groups[0]["lr"]
-    windows = bptt_windows(train_data, cfg.bptt, np.random, jitter=True)
-    total = cfg.max_steps_per_epoch or len(train_data) // cfg.bptt
-    for b, (i, seq_len) in enumerate(progress(windows, f"epoch {epoch}", total)):
-        if cfg.max_steps_per_epoch is not None and b >= cfg.max_steps_per_epoch:
-            break
-        optimizer.param_groups[0]["lr"] = lr * seq_len / cfg.bptt
-        x, y = get_batch(train_data, i, seq_len)
-        loss, hidden = lm_train_step(model, optimizer, x, y, repackage_hidden(hidden),
-                                     cfg, f"epoch {epoch}, batch {b}")
-        optimizer.param_groups[0]["lr"] = lr
-        meter.update(loss.item(), len(x))
-    return meter.avg
-
-# %% ../book/11_rnn_search.md #cce31d97
-def swap_averaged(model, optimizer) -> None:
-    """Swap the weights of `model` with ASGD's averages `ax` (twice: undone)."""
-    with torch.no_grad():
-        for p in model.parameters():
-            ax = optimizer.state[p]["ax"]
-            tmp = p.detach().clone()
-            p.copy_(ax)
-            ax.copy_(tmp)
-
-
-def make_lm_optimizer(kind: str, model, cfg):
-    """SGD, or ASGD averaging from its first step, at the configured rate and decay."""
-    if kind == "asgd":
-        return torch.optim.ASGD(model.parameters(), lr=cfg.learning_rate, t0=0,
-                                lambd=0.0, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(model.parameters(), lr=cfg.learning_rate,
-                           weight_decay=cfg.weight_decay)
-
-# %% ../book/11_rnn_search.md #1e33935a
-def stalled(losses: list, val_loss: float, nonmono: int = 5) -> bool:
-    """True when `val_loss` is worse than the best of `losses[:-nonmono]`."""
-    if nonmono < 1:
-        raise ValueError(f"nonmono must be at least 1, got {nonmono}")
-    return len(losses) > nonmono and val_loss > min(losses[:-nonmono])
-
-# %% ../book/11_rnn_search.md #66b9d858
-def _train_state(model, optimizer, kind, epoch, history, best, cfg) -> dict:
-    """Everything a resumed evaluation training needs, as plain saveable data."""
-    return runs.checkpoint_state(
-        "train-rnn", cfg, epoch=epoch, model=model.state_dict(), optimizer_kind=kind,
-        optimizer=optimizer.state_dict(), rng=get_rng_state(), history=history,
-        best=best)
-
-
-def _resume_training(path, model, cfg, dev) -> tuple:
-    """(kind, optimizer, history, best, next epoch) from a checkpoint at `path`."""
-    ckpt = runs.read_checkpoint(path, "train-rnn", dev)
-    runs.check_resume(cfg, ckpt, free=EPOCHS_FREE)
-    model.load_state_dict(ckpt["model"])
-    optimizer = make_lm_optimizer(ckpt["optimizer_kind"], model, cfg)
-    optimizer.load_state_dict(ckpt["optimizer"])
-    set_rng_state(ckpt["rng"])
-    return (ckpt["optimizer_kind"], optimizer, ckpt["history"], ckpt["best"],
-            ckpt["epoch"] + 1)
-
-
-# %% ../book/11_rnn_search.md #6407ae29
-def _validate(model, optimizer, kind, val_data, bptt, best, epoch) -> tuple:
-    """(validation loss, updated best) of the current (or averaged) weights."""
-    if kind == "asgd":
-        swap_averaged(model, optimizer)
-    val_loss = evaluate_lm(model, val_data, bptt)
-    if val_loss < best["loss"]:
-        best = {"loss": val_loss, "epoch": epoch,
-                "model": {k: v.detach().cpu().clone()
-                          for k, v in model.state_dict().items()}}
-    if kind == "asgd":
-        swap_averaged(model, optimizer)
-    return val_loss, best
-
-# %% ../book/11_rnn_search.md #bf52f37c
-def train_rnn(config: RNNTrainConfig | None = None,
-              stop_after_epoch: int | None = None, **overrides):
-    """Train (or resume) a recurrent genotype; (model, result with the history)."""
-    cfg = validate(replace(config or RNNTrainConfig(), **overrides))
-    genotype = resolve_rnn_genotype(cfg.genotype)
-    out = runs.open_run(cfg)
-    verbose = cfg.verbose
-    corpus, dev, train_data = _lm_data(cfg, verbose)
-    val_data = batchify(corpus.valid, cfg.eval_batch_size).to(dev)
-    seed_everything(cfg.seed)
-    nhid = cfg.nhid or cfg.emsize
-    model = RNNModel(corpus.ntoken, cfg.emsize, nhid, nhid, cfg.dropout,
-                     cfg.dropouth, cfg.dropoutx, cfg.dropouti, cfg.dropoute,
-                     genotype=genotype).to(dev)
-    kind, history, best, start = "sgd", [], {"loss": math.inf, "model": None}, 1
-    optimizer = make_lm_optimizer(kind, model, cfg)
-    if cfg.resume:
-        kind, optimizer, history, best, start = _resume_training(
-            out / runs.CHECKPOINT, model, cfg, dev)
-    last = min(cfg.epochs, stop_after_epoch or cfg.epochs)
-    for epoch in range(start, last + 1):
-        with runs.nan_policy(cfg, out, epochs_saved=epoch - 1):
-            train_loss = train_rnn_epoch(model, optimizer, train_data, cfg, epoch)
-            val_loss, best = _validate(model, optimizer, kind, val_data, cfg.bptt,
-                                       best, epoch)
-            runs.check_finite_state(model, f"epoch {epoch}")
-        sgd_losses = [h["valid_loss"] for h in history if h["optimizer"] == "sgd"]
-        switch = kind == "sgd" and stalled(sgd_losses, val_loss, cfg.nonmono)
-        history.append({"epoch": epoch, "optimizer": kind, "train_loss": train_loss,
-                        "train_ppl": _ppl(train_loss), "valid_loss": val_loss,
-                        "valid_ppl": _ppl(val_loss)})
-        if switch:
-            kind, optimizer = "asgd", make_lm_optimizer("asgd", model, cfg)
-        if verbose:
-            print_epoch(epoch, cfg.epochs, {k: history[-1][k] for k in (
-                "optimizer", "train_ppl", "valid_ppl")}, prefix="train-rnn ")
-        if out is not None:
-            atomic_save(_train_state(model, optimizer, kind, epoch, history, best,
-                                     cfg), out / runs.CHECKPOINT)
-            save_json(history, out / "history.json")
-    if last < cfg.epochs:  # stopped early: resume later, test at the end
-        return model, {"epochs": history}
-    return _finish_training(model, best, corpus, cfg, dev, history, out, verbose)
-
-# %% ../book/11_rnn_search.md #9e564780
-def _finish_training(model, best, corpus, cfg, dev, history, out, verbose):
-    """Load the best weights, measure the test perplexity, write `result.json`."""
-    if best["model"] is not None:
-        model.load_state_dict(best["model"])
-    test_data = batchify(corpus.test, cfg.test_batch_size).to(dev)
-    test_loss = evaluate_lm(model, test_data, cfg.bptt)
-    result = {"best_epoch": best.get("epoch"), "valid_ppl": _ppl(best["loss"]),
-              "test_ppl": _ppl(test_loss),
-              "params": sum(p.numel() for p in model.parameters())}
-    if verbose:
-        print(f"train-rnn: best valid ppl {result['valid_ppl']:.2f} (epoch "
-              f"{result['best_epoch']}), test ppl {result['test_ppl']:.2f}, "
-              f"{result['params']:,} parameters")
-    if out is not None:
-        atomic_save(best["model"], out / "model.pt")
-        save_json(result, out / "result.json")
-    return model, {"epochs": history, **result}

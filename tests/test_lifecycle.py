@@ -11,7 +11,8 @@ from dataclasses import fields
 import pytest
 
 from darts_lit.cli import main
-from darts_lit.rnn_search import RNNSearchConfig, RNNTrainConfig
+from darts_lit.rnn_search import RNNSearchConfig
+from darts_lit.rnn_train import RNNTrainConfig
 from darts_lit.runs import flag_of, option_meta
 from darts_lit.search import SearchConfig
 from darts_lit.train import TrainConfig

@@ -40,10 +40,12 @@ from darts_lit.rnn_data import (
 from darts_lit.rnn_search import (
     RNNArchitect,
     RNNSearchConfig,
-    RNNTrainConfig,
     evaluate_lm,
     repackage_hidden,
     search_rnn,
+)
+from darts_lit.rnn_train import (
+    RNNTrainConfig,
     stalled,
     swap_averaged,
     train_rnn,
@@ -364,7 +366,7 @@ def test_train_resume_is_bit_exact(tmp_path):
 
 def test_train_switches_to_asgd_when_validation_stalls(monkeypatch):
     """Validation losses 1, 2, 3, ...: with nonmono=1 the third epoch switches."""
-    import darts_lit.rnn_search as rs
+    import darts_lit.rnn_train as rs
 
     losses = iter(range(1, 100))
     monkeypatch.setattr(rs, "evaluate_lm", lambda *a, **k: float(next(losses)))
@@ -378,7 +380,8 @@ def test_train_with_genotype_file(tmp_path):
     path = save_rnn_genotype(ENAS, tmp_path / "g.json")
     model, res = train_rnn(_tiny_train(epochs=1, genotype=str(path)), verbose=False)
     assert model.rnns[0].genotype == ENAS and math.isfinite(res["test_ppl"])
-    with pytest.raises(ValueError, match="unknown recurrent genotype"):
+    with pytest.raises(ValueError, match="recurrent genotype 'NOPE' is neither a "
+                                         "reference genotype"):
         train_rnn(_tiny_train(epochs=1, genotype="NOPE"), verbose=False)
 
 
@@ -419,7 +422,7 @@ def test_cli_errors(tmp_path, capsys):
                  str(tmp_path), "--out", str(tmp_path / "x")]) == 1
     err = capsys.readouterr().err
     assert "--hvp: 'exact' needs the second-order search (--unrolled)" in err
-    assert "unknown recurrent genotype" in err
+    assert "recurrent genotype 'NOPE' is neither a reference genotype" in err
     assert "Penn Treebank not found" in err
 
 
