@@ -28,12 +28,12 @@ from torch import nn
 from torch.nn import functional as F
 
 from darts_lit.architect import Architect
-from darts_lit.fast import search_step, step_time
 from darts_lit.genotypes import DARTS_V2
 from darts_lit.model import NetworkCIFAR, NetworkImageNet
 from darts_lit.model_search import Network
 from darts_lit.rnn import DARTS_V2 as RNN_DARTS_V2
 from darts_lit.rnn import RNNModel, RNNModelSearch
+from darts_lit.timing import search_step, step_time
 
 PTB_TRAIN_TOKENS, PTB_VOCAB = 929_589, 10_000
 

@@ -4,12 +4,12 @@
 __all__ = ['IMPLS', 'check_impl', 'Cell', 'num_edges', 'stack_cells', 'supernet_logits',
            'Network', 'derive_cell']
 
-# %% ../book/05_model_search.md #40a0caec
+# %% ../book/05_model_search.md #168480f1
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-# the fast cell of a later chapter; darts_lit.fast imports nothing from this module
+# the fast cell of a later chapter (darts_lit.fast imports nothing from this module)
 from .fast import fast_cell_forward
 from .genotypes import Genotype
 from .mixed_op import MixedOp

@@ -11,18 +11,10 @@ import torch
 from torch.func import functional_call
 
 from darts_lit.architect import arch_gradient
-from darts_lit.fast import (
-    Optimizations,
-    build_setup,
-    edge_index,
-    measure_steps,
-    optimizations,
-    passes_quotient,
-    peak_memory,
-    weighted_bn,
-)
+from darts_lit.fast import Optimizations, edge_index, optimizations, weighted_bn
 from darts_lit.mixed_op import MixedOp
 from darts_lit.model_search import Cell, Network, num_edges
+from darts_lit.timing import build_setup, measure_steps, passes_quotient, peak_memory
 
 ROOT = Path(__file__).resolve().parents[1]
 SWITCHES = list(Optimizations.__dataclass_fields__)

@@ -7,6 +7,7 @@ import os
 import pickle
 import stat
 from dataclasses import fields
+from pathlib import Path
 
 import pytest
 
@@ -167,3 +168,44 @@ def test_corrupt_inputs_name_the_file(tmp_path, capsys):
     assert main(["train-rnn", "--genotype", str(bad),
                  "--out", str(tmp_path / "u")]) == 1
     assert f"genotype file {bad}:" in capsys.readouterr().err
+
+
+def test_no_import_cycles_between_modules():
+    """No module of darts_lit imports, even late, one that imports it back."""
+    import ast
+
+    package = Path(__file__).resolve().parents[1] / "darts_lit"
+    modules = {p.stem: p for p in package.glob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                if node.level == 1:  # from .x import y / from . import x
+                    deps.update([node.module] if node.module else
+                                [a.name for a in node.names])
+                elif node.module == "darts_lit":
+                    deps.update(a.name for a in node.names)
+                elif node.module and node.module.startswith("darts_lit."):
+                    deps.add(node.module.split(".")[1])
+            elif isinstance(node, ast.Import):
+                deps.update(a.name.split(".")[1] for a in node.names
+                            if a.name.startswith("darts_lit."))
+        graph[name] = {d for d in deps if d in modules and d != name}
+    assert graph["model_search"] >= {"fast"} and "timing" in modules
+
+    def cycle_from(start):
+        todo = [(start, [start])]
+        seen = set()
+        while todo:
+            node, path = todo.pop()
+            for dep in graph[node]:
+                if dep == start:
+                    return [*path, dep]
+                if dep not in seen:
+                    seen.add(dep)
+                    todo.append((dep, [*path, dep]))
+        return None
+
+    cycles = [c for c in map(cycle_from, sorted(graph)) if c]
+    assert not cycles, " ; ".join(" -> ".join(c) for c in cycles)
