@@ -3,15 +3,16 @@
 # %% auto #0
 __all__ = ['CIFAR10_CLASSES', 'CIFAR10_FOLDER', 'CIFAR10_MEAN', 'CIFAR10_STD',
            'DIGITS_CLASSES', 'DIGITS_N_TRAIN', 'DATASETS', 'IMAGENET_FOLDER',
-           'IMAGENET_MEAN', 'IMAGENET_STD', 'DataNotFoundError', 'DataError',
+           'IMAGENET_MEAN', 'IMAGENET_STD', 'DataNotFoundError', 'DataError', 'warn',
            'default_cache_dir', 'data_search_path', 'find_cifar10', 'read_cifar10',
            'Cutout', 'image_transforms', 'TensorImageDataset', 'read_digits',
            'DatasetInfo', 'get_dataset', 'find_imagenet', 'imagenet_transforms',
            'read_imagenet', 'plot_samples', 'search_split', 'search_loaders']
 
-# %% ../book/01_data.md #a669b48f
+# %% ../book/01_data.md #6a3bae03
 import os
 import pickle
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,13 +20,18 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, SubsetRandomSampler
 
-# %% ../book/01_data.md #74363bc3
+# %% ../book/01_data.md #a350c6f3
 class DataNotFoundError(FileNotFoundError):
     """A requested data set is not on disk where darts_lit looked for it."""
 
 
 class DataError(ValueError):
     """A data file exists but cannot be read (truncated, corrupt, wrong format)."""
+
+
+def warn(message: str) -> None:
+    """Print a warning to stderr: shown even when a run's progress is quiet."""
+    print(f"darts_lit: warning: {message}", file=sys.stderr)
 
 
 def default_cache_dir() -> Path:
@@ -166,15 +172,16 @@ def _digits_stats():
     m, s = x.astype(np.float64).mean() / 255, x.astype(np.float64).std() / 255
     return (float(m),), (float(s),)
 
-# %% ../book/01_data.md #3e591cb0
+# %% ../book/01_data.md #d27d8726
 def _missing_cifar10(data_dir) -> DataNotFoundError:
     looked = "\n".join(f"  - {label}: {p}/{CIFAR10_FOLDER}"
                        for label, p in data_search_path(data_dir))
     return DataNotFoundError(
         "CIFAR-10 not found. Looked for the 'python version' pickles in:\n" + looked +
-        "\nFix: pass data_dir=DIR (the folder holding cifar-10-batches-py/), set the "
-        "DARTS_DATA environment variable, pass download=True (needs internet), or use "
-        "dataset='digits' for the offline default.")
+        "\nFix: pass --data-dir DIR (Python: data_dir=DIR), the folder holding "
+        "cifar-10-batches-py/; or set the DARTS_DATA environment variable; or "
+        "download it (Python: download=True; needs internet); or use the offline "
+        "default (--dataset digits).")
 
 
 def _locate_cifar10(data_dir, download: bool) -> Path:
@@ -189,7 +196,7 @@ def _locate_cifar10(data_dir, download: bool) -> Path:
         raise _missing_cifar10(data_dir)
     return folder
 
-# %% ../book/01_data.md #e65a14e4
+# %% ../book/01_data.md #8798ad8b
 DATASETS = ("auto", "cifar10", "digits", "imagenet")
 
 
@@ -208,6 +215,10 @@ def get_dataset(dataset: str = "auto", data_dir=None, train: bool = True,
     augment = train if augment is None else augment
     if dataset == "auto":
         dataset = "cifar10" if find_cifar10(data_dir) is not None else "digits"
+        if dataset == "digits" and data_dir is not None:  # asked for, not found
+            warn(f"no CIFAR-10 under --data-dir {data_dir} (looked for "
+                 f"{CIFAR10_FOLDER}/); using the offline digits. Give --dataset "
+                 "cifar10 to stop instead.")
     if dataset == "cifar10":
         folder = _locate_cifar10(data_dir, download)
         x, y = read_cifar10(folder, train)
@@ -228,7 +239,7 @@ def get_dataset(dataset: str = "auto", data_dir=None, train: bool = True,
               f"from {info.source}")
     return TensorImageDataset(x, y, tf, info.classes), info
 
-# %% ../book/01_data.md #fde14452
+# %% ../book/01_data.md #1c53a0fc
 IMAGENET_FOLDER = "imagenet"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -265,7 +276,8 @@ def read_imagenet(data_dir=None, train: bool = True, augment: bool | None = None
                            for label, p in data_search_path(data_dir))
         raise DataNotFoundError(
             "ImageNet not found. Looked for train/ and val/ class folders in:\n" +
-            looked + "\nFix: pass data_dir=DIR (the folder holding imagenet/train/ and "
+            looked + "\nFix: pass --data-dir DIR (Python: data_dir=DIR), the folder "
+            "holding imagenet/train/ and "
             "imagenet/val/, one sub-folder of images per class) or set DARTS_DATA. "
             "ImageNet cannot be downloaded automatically (its licence requires "
             "registration at image-net.org).")

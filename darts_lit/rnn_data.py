@@ -6,7 +6,7 @@ __all__ = ['EOS', 'UNK', 'PTB_FILES', 'PTB_FOLDER', 'CORPORA', 'Dictionary', 'Co
            'tokenize_text', 'pydoc_corpus', 'get_corpus', 'batchify', 'get_batch',
            'variable_seq_len', 'bptt_windows']
 
-# %% ../book/11_rnn_data.md #15d7c0d2
+# %% ../book/11_rnn_data.md #bb033564
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import DataNotFoundError, data_search_path
+from .data import DataError, DataNotFoundError, data_search_path, warn
 
 # %% ../book/11_rnn_data.md #212001c2
 EOS, UNK = "<eos>", "<unk>"
@@ -83,23 +83,35 @@ def build_corpus(train, valid, test, max_vocab=None, name="", source="") -> Corp
     return Corpus(dictionary, encode(train, dictionary), encode(valid, dictionary),
                   encode(test, dictionary), name, source)
 
-# %% ../book/11_rnn_data.md #c71ae86d
+# %% ../book/11_rnn_data.md #dd9d8d2e
 PTB_FILES = ("ptb.train.txt", "ptb.valid.txt", "ptb.test.txt")
 PTB_FOLDER = "ptb"
 
 
 def tokenize_file(path) -> list[list[str]]:
     """The words of each line of a text file, each line ended by `<eos>`."""
-    with open(path, encoding="utf-8") as f:
-        return [line.split() + [EOS] for line in f]
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = [line.split() + [EOS] for line in f]
+    except UnicodeDecodeError as e:  # a binary or truncated download
+        raise DataError(f"{path}: not UTF-8 text (byte {e.start}); PTB files are "
+                        "plain text, one sentence per line: download them "
+                        "again") from None
+    if not any(len(line) > 1 for line in lines):
+        raise DataError(f"{path}: holds no words; download the PTB files again")
+    return lines
 
 
 def read_ptb(folder) -> Corpus:
     """The PTB corpus from a folder holding `ptb.{train,valid,test}.txt`."""
     train, valid, test = (tokenize_file(Path(folder) / f) for f in PTB_FILES)
-    return build_corpus(train, valid, test, name="ptb", source=str(folder))
+    try:
+        return build_corpus(train, valid, test, name="ptb", source=str(folder))
+    except KeyError as e:  # a word of valid/test unknown to train, and no <unk>
+        raise DataError(f"{folder}: {e.args[0]} (of {PTB_FILES[0]}); the three files "
+                        "must come from one PTB release") from None
 
-# %% ../book/11_rnn_data.md #a12a6757
+# %% ../book/11_rnn_data.md #b63907c4
 def find_ptb(data_dir=None) -> Path | None:
     """The folder with the three PTB files under the data search path, or None."""
     for _, root in data_search_path(data_dir):
@@ -114,9 +126,9 @@ def _missing_ptb(data_dir) -> DataNotFoundError:
                        for label, p in data_search_path(data_dir))
     return DataNotFoundError(
         f"Penn Treebank not found. Looked for {', '.join(PTB_FILES)} in:\n" + looked +
-        "\nFix: pass data_dir=DIR (the folder holding ptb/ or the three files), "
-        "set the DARTS_DATA environment variable, or use dataset='pydoc' for the "
-        "offline default.")
+        "\nFix: pass --data-dir DIR (Python: data_dir=DIR), the folder holding ptb/ "
+        "or the three files; or set the DARTS_DATA environment variable; or use the "
+        "offline default (--dataset pydoc).")
 
 # %% ../book/11_rnn_data.md #5fbecf64
 _TOKEN = re.compile(r"[a-z_]+|[0-9]+|[^\sa-z0-9_]+")
@@ -145,7 +157,7 @@ def pydoc_corpus(max_vocab: int = 2000) -> Corpus:
     return build_corpus(*parts, max_vocab=max_vocab, name="pydoc",
                         source="pydoc_data.topics")
 
-# %% ../book/11_rnn_data.md #695c26d6
+# %% ../book/11_rnn_data.md #29fc9102
 CORPORA = ("auto", "ptb", "pydoc")
 
 
@@ -157,6 +169,10 @@ def get_corpus(corpus: str = "auto", data_dir=None, max_vocab: int = 2000,
     folder = find_ptb(data_dir) if corpus in ("auto", "ptb") else None
     if corpus == "ptb" and folder is None:
         raise _missing_ptb(data_dir)
+    if corpus == "auto" and folder is None and data_dir is not None:
+        warn(f"no Penn Treebank under --data-dir {data_dir} (looked for "
+             f"{PTB_FOLDER}/ and {', '.join(PTB_FILES)}); using the offline corpus. "
+             "Give --dataset ptb to stop instead.")
     c = read_ptb(folder) if folder is not None else pydoc_corpus(max_vocab)
     if verbose:
         print(f"darts_lit: {c.name} corpus, {c.ntoken} words in the vocabulary, "

@@ -96,6 +96,50 @@ def test_device_and_choices(tmp_path, capsys):
     assert "--schedule: invalid choice" in capsys.readouterr().err
 
 
+
+def test_corrupt_text_and_latency_table_name_the_file(tmp_path, capsys):
+    ptb = tmp_path / "ptb"
+    ptb.mkdir()
+    for name in ("ptb.valid.txt", "ptb.test.txt"):
+        (ptb / name).write_text("the cat sat <unk>\n")
+    train = ptb / "ptb.train.txt"
+    argv = ["search-rnn", "--dataset", "ptb", "--data-dir", str(tmp_path), "--out",
+            str(tmp_path / "r")]
+    for content, words in ((b"the cat \xff\xfe sat\n", "not UTF-8 text (byte 8)"),
+                           (b"\n \n", "holds no words")):
+        train.write_bytes(content)
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert f"{train}: {words}" in err and err.count("\n") == 1, err
+        assert not (tmp_path / "r" / "checkpoint.pt").exists()
+    train.write_text("the cat sat\n")  # no <unk>, and valid has a word train lacks
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"{ptb}: '<unk>' is not in the vocabulary" in err, err
+    table = tmp_path / "table.json"
+    head = '{"format": "darts_lit latency table v1", '
+    for content, words in ((head + '"entr', "not JSON"),
+                           ("[1, 2]", "not a 'darts_lit latency table v1' file"),
+                           (head + '"entries": {"k3_e1": "fast"}}',
+                            "k3_e1 must be a finite number")):
+        table.write_text(content)
+        assert main(["latency", "--dataset", "digits", "--table", str(table)]) == 1
+        err = capsys.readouterr().err
+        assert f"latency table {table}: {words}" in err and err.count("\n") == 1, err
+
+
+def test_auto_data_with_an_empty_data_dir_warns_even_when_quiet(tmp_path, capsys):
+    auto = [("auto" if a == "digits" else a) for a in TINY]
+    assert main(["search", *auto, "--data-dir", str(tmp_path), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: no CIFAR-10 under --data-dir {tmp_path}" in err, err
+    assert main(["search-rnn", "--dataset", "auto", "--data-dir", str(tmp_path),
+                 "--max-vocab", "50", "--emsize", "4", "--batch-size", "4", "--bptt",
+                 "4", "--epochs", "1", "--max-steps-per-epoch", "1", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: no Penn Treebank under --data-dir {tmp_path}" in err, err
+
+
 @pytest.fixture(scope="module")
 def search_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("lifecycle") / "search"
