@@ -4,7 +4,8 @@
     darts-lit latency --space darts --device cuda --batch-size 64 --table t.json
 
 Hand-written (not generated from the book); listed by `darts_lit.cli`. The table and
-its use are explained in the chapters *The latency objective* (`darts_lit.latency`) and
+its use are explained in the chapters *Measuring latency* (`darts_lit.latency_table`),
+*The latency objective* (`darts_lit.latency`) and
 *FBNet* (`darts_lit.fbnet`).
 """
 
@@ -33,7 +34,7 @@ def timing_from_args(args) -> dict:
     """Apply `--threads`; the warmup, repeats and clock keywords of a timing."""
     import torch
 
-    from darts_lit.latency import auto_clock
+    from darts_lit.latency_table import auto_clock
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -75,11 +76,12 @@ def register_latency(subparsers) -> None:
 
 def _darts_table(args, in_channels, image_size, **kw):
     from darts_lit import latency as L
+    from darts_lit import latency_table as LT
     from darts_lit.model_search import Network
 
     net = Network(args.init_channels, 10, args.layers, in_channels=in_channels)
     shapes = L.darts_edge_shapes(net, image_size)
-    table = L.load_or_measure(args.table, L.darts_specs(shapes, args.batch_size),
+    table = LT.load_or_measure(args.table, L.darts_specs(shapes, args.batch_size),
                               L.make_darts_op, **kw)
     lat_n, lat_r = L.darts_latency_matrices(shapes, table, args.batch_size)
     k = lat_n.shape[1]
@@ -106,7 +108,7 @@ def run_latency(args) -> int:
     """Run `darts-lit latency` with the parsed `args`; return the exit status."""
     import torch
 
-    from darts_lit.latency import StaleTableError
+    from darts_lit.latency_table import StaleTableError
 
     in_channels, image_size = SHAPES[args.dataset]
     try:

@@ -7,7 +7,7 @@ __all__ = ['FBNET_BLOCKS', 'parse_block', 'ChannelShuffle', 'MBConv', 'make_bloc
            'fbnet_table', 'sample_choices', 'average_ranks', 'spearman',
            'validate_table', 'search_epoch', 'fbnet_search', 'train_and_evaluate']
 
-# %% ../book/13_fbnet.md #6d63a147
+# %% ../book/13_fbnet.md #a1251ce8
 import re
 from dataclasses import dataclass
 
@@ -16,14 +16,16 @@ from torch import nn
 from torch.nn import functional as F
 
 from darts_lit.latency import (
-    LatencyTable,
-    OpSpec,
     arch_weights,
     discrete_latency,
     expected_latency,
+    temperature,
+)
+from darts_lit.latency_table import (
+    LatencyTable,
+    OpSpec,
     load_or_measure,
     measure_latency,
-    temperature,
 )
 
 from .utils import accuracy, resolve_device

@@ -9,6 +9,7 @@ from torch.nn import functional as F
 
 from darts_lit import fbnet
 from darts_lit import latency as L
+from darts_lit import latency_table as LT
 from darts_lit.cli import main as cli_main
 from darts_lit.genotypes import DARTS_V2
 from darts_lit.model_search import Network
@@ -145,8 +146,8 @@ def test_arch_weights_modes():
 
 # ---- the lookup table ----------------------------------------------------------------
 def _specs(batch=2):
-    return [L.OpSpec("sep_conv_3x3", 4, 4, 6, 6, 1, batch),
-            L.OpSpec("max_pool_3x3", 4, 4, 6, 6, 2, batch)]
+    return [LT.OpSpec("sep_conv_3x3", 4, 4, 6, 6, 1, batch),
+            LT.OpSpec("max_pool_3x3", 4, 4, 6, 6, 2, batch)]
 
 
 def _make(spec):
@@ -155,64 +156,65 @@ def _make(spec):
 
 def test_measure_latency_is_positive_and_restores_the_mode():
     m = OPS["sep_conv_3x3"](4, 1, False).train()
-    ms = L.measure_latency(m, (2, 4, 6, 6), **FAST)
+    ms = LT.measure_latency(m, (2, 4, 6, 6), **FAST)
     assert ms > 0 and m.training
 
 
 def test_table_json_round_trip_and_reuse(tmp_path, monkeypatch):
     path = tmp_path / "t.json"
-    table = L.load_or_measure(path, _specs(), _make, **FAST)
+    table = LT.load_or_measure(path, _specs(), _make, **FAST)
     assert set(table.entries) == {s.key for s in _specs()}
     data = json.loads(path.read_text())
-    assert data["device"] == L.device_name("cpu") and data["torch"] == torch.__version__
+    assert data["device"] == LT.device_name("cpu")
+    assert data["torch"] == torch.__version__
     assert data["dtype"] == "float32" and data["clock"] == "wall"
-    again = L.LatencyTable.load(path)
+    again = LT.LatencyTable.load(path)
     assert again == table
     # a matching table is reused: nothing is measured again
     monkeypatch.setattr(L, "measure_latency",
                         lambda *a, **k: pytest.fail("re-measured"))
-    assert L.load_or_measure(path, _specs(), _make, **FAST) == table
+    assert LT.load_or_measure(path, _specs(), _make, **FAST) == table
 
 
 def test_mismatched_table_is_refused_with_a_clear_message(tmp_path):
     path = tmp_path / "t.json"
-    L.load_or_measure(path, _specs(), _make, **FAST)
+    LT.load_or_measure(path, _specs(), _make, **FAST)
     data = json.loads(path.read_text())
     data["device"] = "cuda: NVIDIA Imaginary 9000"
     path.write_text(json.dumps(data))
-    with pytest.raises(L.StaleTableError) as e:
-        L.LatencyTable.load(path)
+    with pytest.raises(LT.StaleTableError) as e:
+        LT.LatencyTable.load(path)
     msg = str(e.value)
-    assert "NVIDIA Imaginary 9000" in msg and L.device_name("cpu") in msg
+    assert "NVIDIA Imaginary 9000" in msg and LT.device_name("cpu") in msg
     assert "rebuild" in msg
-    with pytest.raises(L.StaleTableError):
-        L.load_or_measure(path, _specs(), _make, **FAST)
-    table = L.load_or_measure(path, _specs(), _make, rebuild=True, **FAST)
-    assert L.LatencyTable.load(path) == table  # re-measured and overwritten
+    with pytest.raises(LT.StaleTableError):
+        LT.load_or_measure(path, _specs(), _make, **FAST)
+    table = LT.load_or_measure(path, _specs(), _make, rebuild=True, **FAST)
+    assert LT.LatencyTable.load(path) == table  # re-measured and overwritten
     data = json.loads(path.read_text())
     data["torch"] = "1.0.0"
     path.write_text(json.dumps(data))
-    with pytest.raises(L.StaleTableError, match="torch"):
-        L.LatencyTable.load(path)
+    with pytest.raises(LT.StaleTableError, match="torch"):
+        LT.LatencyTable.load(path)
 
 
 def test_cpu_clock_needs_one_thread(one_thread, tmp_path):
     m = OPS["sep_conv_3x3"](4, 1, False)
-    assert L.measure_latency(m, (2, 4, 6, 6), clock="cpu", **FAST) > 0
+    assert LT.measure_latency(m, (2, 4, 6, 6), clock="cpu", **FAST) > 0
     path = tmp_path / "t.json"
-    L.load_or_measure(path, _specs(), _make, clock="cpu", **FAST)
-    with pytest.raises(L.StaleTableError, match="clock"):
-        L.LatencyTable.load(path, clock="wall")
+    LT.load_or_measure(path, _specs(), _make, clock="cpu", **FAST)
+    with pytest.raises(LT.StaleTableError, match="clock"):
+        LT.LatencyTable.load(path, clock="wall")
     torch.set_num_threads(2)
     with pytest.raises(ValueError, match="set_num_threads"):
-        L.measure_latency(m, (2, 4, 6, 6), clock="cpu", **FAST)
+        LT.measure_latency(m, (2, 4, 6, 6), clock="cpu", **FAST)
 
 
 def test_auto_clock_is_cpu_time_only_on_one_cpu_thread(one_thread):
-    assert L.auto_clock("cpu") == "cpu"
+    assert LT.auto_clock("cpu") == "cpu"
     torch.set_num_threads(2)
-    assert L.auto_clock("cpu") == "wall"
-    assert L.auto_clock(torch.device("cuda")) == "wall"
+    assert LT.auto_clock("cpu") == "wall"
+    assert LT.auto_clock(torch.device("cuda")) == "wall"
 
 
 # ---- the DARTS cell space ------------------------------------------------------------
@@ -221,7 +223,7 @@ def darts_setup():
     torch.manual_seed(0)
     net = Network(4, 10, 5, in_channels=1)
     shapes = L.darts_edge_shapes(net, 8)
-    table = L.measure_table(L.LatencyTable.empty(), L.darts_specs(shapes, 2),
+    table = LT.measure_table(LT.LatencyTable.empty(), L.darts_specs(shapes, 2),
                             L.make_darts_op, **FAST)
     return net, shapes, table, *L.darts_latency_matrices(shapes, table, 2)
 
@@ -253,7 +255,7 @@ def test_darts_expected_latency_is_the_sum_over_cells(darts_setup):
         p = (ar if s.reduction else an).softmax(-1)[s.edge]
         for o, op in enumerate(PRIMITIVES):
             if op != "none":
-                manual += p[o].item() * table[L.OpSpec(op, s.c, s.c, s.h, s.w,
+                manual += p[o].item() * table[LT.OpSpec(op, s.c, s.c, s.h, s.w,
                                                        s.stride, 2)]
     e = L.darts_expected_latency(an, ar, lat_n, lat_r).item()
     assert abs(e - manual) < 1e-9 * manual
@@ -266,7 +268,7 @@ def test_genotype_latency_is_the_sum_of_chosen_entries(darts_setup):
         gene = DARTS_V2.reduce if s.reduction else DARTS_V2.normal
         for n, (op, j) in enumerate(gene):
             if s.edge == sum(2 + m for m in range(n // 2)) + j:
-                by_hand += table[L.OpSpec(op, s.c, s.c, s.h, s.w, s.stride, 2)]
+                by_hand += table[LT.OpSpec(op, s.c, s.c, s.h, s.w, s.stride, 2)]
     assert L.genotype_latency(DARTS_V2, lat_n, lat_r) == pytest.approx(by_hand)
 
 
@@ -372,7 +374,7 @@ def test_table_needs_no_tqdm(monkeypatch):
         raise ImportError("No module named 'tqdm'")
 
     monkeypatch.setattr(L, "progress", no_tqdm)
-    table = L.measure_table(L.LatencyTable.empty(), _specs(), _make, **FAST)
+    table = LT.measure_table(LT.LatencyTable.empty(), _specs(), _make, **FAST)
     assert set(table.entries) == {s.key for s in _specs()}
     assert all(ms > 0 for ms in table.entries.values())
 
@@ -423,7 +425,7 @@ def test_latency_weight_in_the_search_config_lowers_expected_latency(tmp_path,
     assert not (tmp_path / "plain" / "latency_table.json").exists()
     fast = _small_search(tmp_path / "fast", latency_weight=20.0, stop_after_epoch=1)
     path = tmp_path / "fast" / "latency_table.json"
-    table = L.LatencyTable.load(path)
+    table = LT.LatencyTable.load(path)
     assert len(table.entries) == 7 * len({(s.c, s.h, s.stride) for s in
                                           L.darts_edge_shapes(
                                               Network(4, 10, 3, in_channels=1), 8)})
