@@ -171,7 +171,7 @@ def test_table_json_round_trip_and_reuse(tmp_path, monkeypatch):
     again = LT.LatencyTable.load(path)
     assert again == table
     # a matching table is reused: nothing is measured again
-    monkeypatch.setattr(L, "measure_latency",
+    monkeypatch.setattr(LT, "measure_latency",
                         lambda *a, **k: pytest.fail("re-measured"))
     assert LT.load_or_measure(path, _specs(), _make, **FAST) == table
 
@@ -373,7 +373,7 @@ def test_table_needs_no_tqdm(monkeypatch):
     def no_tqdm(*args, **kwargs):
         raise ImportError("No module named 'tqdm'")
 
-    monkeypatch.setattr(L, "progress", no_tqdm)
+    monkeypatch.setattr(LT, "progress", no_tqdm)
     table = LT.measure_table(LT.LatencyTable.empty(), _specs(), _make, **FAST)
     assert set(table.entries) == {s.key for s in _specs()}
     assert all(ms > 0 for ms in table.entries.values())
@@ -430,7 +430,7 @@ def test_latency_weight_in_the_search_config_lowers_expected_latency(tmp_path,
                                           L.darts_edge_shapes(
                                               Network(4, 10, 3, in_channels=1), 8)})
     # resuming reuses the run's table: nothing is measured again
-    monkeypatch.setattr(L, "measure_latency",
+    monkeypatch.setattr(LT, "measure_latency",
                         lambda *a, **k: pytest.fail("re-measured"))
     fast = _small_search(tmp_path / "fast", latency_weight=20.0, resume=True)
     assert len(fast) == 2
