@@ -5,22 +5,15 @@ __all__ = ['FBNET_BLOCKS', 'parse_block', 'ChannelShuffle', 'MBConv', 'make_bloc
            'FBNetSpace', 'make_stem', 'make_head', 'MixedBlock', 'FBNetSupernet',
            'fbnet_network', 'fbnet_specs', 'make_fbnet_module', 'fbnet_latency',
            'fbnet_table', 'sample_choices', 'average_ranks', 'spearman',
-           'validate_table', 'search_epoch', 'fbnet_search', 'train_and_evaluate']
+           'validate_table']
 
-# %% ../book/13_fbnet.md #a1251ce8
+# %% ../book/13_fbnet.md #f8c9329b
 import re
 from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from darts_lit.latency import (
-    arch_weights,
-    discrete_latency,
-    expected_latency,
-    temperature,
-)
 from darts_lit.latency_table import (
     LatencyTable,
     OpSpec,
@@ -28,7 +21,7 @@ from darts_lit.latency_table import (
     measure_latency,
 )
 
-from .utils import accuracy, resolve_device
+from .latency import discrete_latency
 
 # %% ../book/13_fbnet.md #03e16d81
 FBNET_BLOCKS = ("k3_e1", "k3_e1_g2", "k3_e3", "k3_e6", "k5_e1", "k5_e1_g2", "k5_e3",
@@ -272,83 +265,3 @@ def validate_table(space: FBNetSpace, lat: torch.Tensor, fixed: float, choices_l
     return {"predicted": predicted, "measured": measured,
             "spearman": spearman(pred, meas),
             "mean_relative_error": float(((pred - meas).abs() / meas).mean())}
-
-# %% ../book/13_fbnet.md #8df6cf21
-def search_epoch(model: FBNetSupernet, loader, optimizer, tau: float, train_theta: bool,
-                 objective=None, lat=None, fixed: float = 0.0, hard: bool = False,
-                 device="cpu") -> dict:
-    """One pass over `loader` training w (θ frozen) or θ (`objective(ce, E[LAT])`)."""
-    ce_sum = lat_sum = acc_sum = n = 0.0
-    for x, y in loader:
-        x, y = x.to(device), y.to(device)
-        theta = model.theta if train_theta else model.theta.detach()
-        m = arch_weights(theta, "gumbel", tau, hard)  # [L, K] sampled architecture
-        logits = model(x, m)
-        ce = F.cross_entropy(logits, y)
-        loss = ce
-        if train_theta:
-            e_lat = expected_latency(m, lat.to(device), fixed)
-            loss = objective(ce, e_lat)
-            lat_sum += e_lat.item() * len(y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        ce_sum += ce.item() * len(y)
-        acc_sum += accuracy(logits, y)[0] * len(y)
-        n += len(y)
-    return {"ce": ce_sum / n, "acc": acc_sum / n, "lat": lat_sum / n}
-
-# %% ../book/13_fbnet.md #569c9269
-def fbnet_search(space: FBNetSpace, train_loader, valid_loader, objective,
-                 lat: torch.Tensor, fixed: float, epochs: int = 6,
-                 warmup_epochs: int = 1, w_lr: float = 0.1, theta_lr: float = 0.01,
-                 tau0: float = 5.0, decay: float = 0.045, hard_w: bool = True,
-                 hard_theta: bool = False, device="cpu",
-                 seed: int = 0) -> tuple[FBNetSupernet, list]:
-    """FBNet's search: per epoch, w on `train_loader`, then θ on `valid_loader`."""
-    device = resolve_device(device)
-    torch.manual_seed(seed)
-    model = FBNetSupernet(space).to(device)
-    w_opt = torch.optim.SGD(model.weights(), lr=w_lr, momentum=0.9, weight_decay=1e-4)
-    w_sched = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, epochs)
-    theta_opt = torch.optim.Adam(model.arch_parameters(), lr=theta_lr,
-                                 weight_decay=5e-4)
-    history = []
-    for epoch in range(epochs):
-        tau = temperature(epoch, tau0, decay)
-        model.train()
-        w_stats = search_epoch(model, train_loader, w_opt, tau, False, hard=hard_w,
-                               device=device)
-        w_sched.step()
-        row = {"epoch": epoch, "tau": tau, "train_acc": w_stats["acc"]}
-        if epoch >= warmup_epochs:
-            t_stats = search_epoch(model, valid_loader, theta_opt, tau, True,
-                                   objective, lat, fixed, hard_theta, device)
-            row.update(valid_ce=t_stats["ce"], expected_lat=t_stats["lat"])
-        row["derived_lat"] = discrete_latency(model.derive(), lat, fixed)
-        history.append(row)
-    return model, history
-
-# %% ../book/13_fbnet.md #e77685e1
-def train_and_evaluate(net: nn.Module, train_loader, test_loader, epochs: int,
-                       lr: float = 0.05, device="cpu", seed: int = 0) -> float:
-    """Train `net` from scratch with SGD and cosine decay; its test accuracy (%)."""
-    device = resolve_device(device)
-    torch.manual_seed(seed)
-    net = net.to(device)
-    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=3e-4)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * len(train_loader))
-    for _ in range(epochs):
-        net.train()
-        for x, y in train_loader:
-            opt.zero_grad()
-            F.cross_entropy(net(x.to(device)), y.to(device)).backward()
-            opt.step()
-            sched.step()
-    net.eval()
-    correct = n = 0
-    with torch.no_grad():
-        for x, y in test_loader:
-            correct += (net(x.to(device)).argmax(1).cpu() == y).sum().item()
-            n += len(y)
-    return 100.0 * correct / n

@@ -192,11 +192,12 @@ def open_run(config) -> Path | None:
         tmp.unlink(missing_ok=True)
     return out
 
-# %% ../book/06_runs.md #ad68d302
+# %% ../book/06_runs.md #78e80e30
 CHECKPOINT_VERSION = 2
 KINDS = {"search": "darts-lit search --resume", "train": "darts-lit train --resume "
          "or darts-lit test", "search-rnn": "darts-lit search-rnn --resume",
-         "train-rnn": "darts-lit train-rnn --resume"}
+         "train-rnn": "darts-lit train-rnn --resume",
+         "search-fbnet": "darts-lit search-fbnet --resume"}
 
 
 def config_record(config) -> dict:
@@ -286,9 +287,9 @@ def nan_policy(config, out: Path | None, epochs_saved: int):
         advice = nan_advice(config, out, epochs_saved)
         raise utils.NonFiniteLossError(f"{str(e).rstrip('.')}. {advice}.") from e
 
-# %% ../book/06_runs.md #14b05c5a
+# %% ../book/06_runs.md #83d4b2f2
 GROUPS = {"data": "data", "network": "network", "weights": "weights w",
-          "architecture": "architecture α", "run": "run"}
+          "architecture": "architecture α", "latency": "latency", "run": "run"}
 
 
 def help_line(f) -> str:
@@ -299,7 +300,7 @@ def help_line(f) -> str:
     elif meta.get("paper") is not None:
         tail = f"default: {d}; paper: {meta['paper']}"
     else:
-        tail = None if d in (None, False, True) else f"default: {d}"
+        tail = None if d is None or isinstance(d, bool) else f"default: {d}"
     return meta["help"] + (f" ({tail})" if tail else "")
 
 # %% ../book/06_runs.md #1dc33f64

@@ -11,6 +11,8 @@ from darts_lit import fbnet
 from darts_lit import latency as L
 from darts_lit import latency_table as LT
 from darts_lit.cli import main as cli_main
+from darts_lit.data import DatasetInfo
+from darts_lit.fbnet_search import FBNetSearchConfig, fbnet_search
 from darts_lit.genotypes import DARTS_V2
 from darts_lit.model_search import Network
 from darts_lit.ops import OPS, PRIMITIVES
@@ -345,11 +347,17 @@ def test_validation_and_search_run(tmp_path):
     data = torch.utils.data.TensorDataset(torch.randn(32, 1, 8, 8),
                                           torch.randint(0, 10, (32,), generator=g))
     loader = torch.utils.data.DataLoader(data, 16)
-    model, hist = fbnet.fbnet_search(
-        SPACE, loader, loader, lambda ce, lat_: L.additive_loss(ce, lat_, 1.0), lat,
-        fixed, epochs=2, warmup_epochs=1)
+    info = DatasetInfo("noise", 10, 1, 8, tuple("0123456789"), (0.0,), (1.0,), "")
+    table = tmp_path / "fb.json"
+    fbnet.fbnet_table(SPACE, 2, path=table, **FAST)  # the batch 2 of the search below
+    model, hist = fbnet_search(
+        FBNetSearchConfig(objective="additive", epochs=2, warmup_epochs=1,
+                          latency_table=str(table), latency_batch=2, clock="wall",
+                          timing_warmup=0, timing_repeats=1, verbose=False),
+        data=(loader, loader, info), space=SPACE)
     assert [h["tau"] for h in hist] == [L.temperature(0), L.temperature(1)]
     assert "expected_lat" in hist[1] and "expected_lat" not in hist[0]
+    lat, fixed = fbnet.fbnet_latency(SPACE, LT.LatencyTable.load(table), 2)
     assert hist[-1]["derived_lat"] == L.discrete_latency(model.derive(), lat, fixed)
 
 
@@ -439,3 +447,25 @@ def test_latency_weight_in_the_search_config_lowers_expected_latency(tmp_path,
     with pytest.raises(ValueError, match="not both"):
         _small_search(tmp_path / "both", latency_weight=1.0,
                       arch_objective=lambda ce, a: ce)
+
+
+def test_cli_search_fbnet_runs_resumes_and_plots(tmp_path, capsys, one_thread):
+    out = tmp_path / "fb"
+    args = ["search-fbnet", "--dataset", "digits", "--epochs", "2", "--batch-size",
+            "32", "--max-steps-per-epoch", "2", "--timing-warmup", "0",
+            "--timing-repeats", "1", "--out", str(out), "--quiet"]
+    assert cli_main([*args, "--stop-after", "1"]) == 0
+    assert "(epoch 1/2)" in capsys.readouterr().out
+    table = json.loads((out / "latency_table.json").read_text())
+    assert cli_main(["search-fbnet", "--out", str(out), "--resume", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    history = json.loads((out / "history.json").read_text())
+    arch = json.loads((out / "architecture.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2] and "expected_lat" in history[1]
+    assert arch["blocks"] == history[-1]["derived"]
+    assert " ".join(arch["blocks"]) in printed
+    assert (out / "latency.png").stat().st_size > 0
+    assert json.loads((out / "latency_table.json").read_text()) == table  # reused
+    assert cli_main(["search-rnn", "--out", str(out), "--resume"]) == 1
+    assert "a 'search-fbnet' run, read by darts-lit search-fbnet --resume" in (
+        capsys.readouterr().err)

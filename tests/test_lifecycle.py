@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from darts_lit.cli import main
+from darts_lit.fbnet_search import FBNetSearchConfig
 from darts_lit.rnn_search import RNNSearchConfig
 from darts_lit.rnn_train import RNNTrainConfig
 from darts_lit.runs import flag_of, option_meta
@@ -19,7 +20,8 @@ from darts_lit.search import SearchConfig
 from darts_lit.train import TrainConfig
 
 COMMANDS = {"search": SearchConfig, "train": TrainConfig,
-            "search-rnn": RNNSearchConfig, "train-rnn": RNNTrainConfig}
+            "search-rnn": RNNSearchConfig, "train-rnn": RNNTrainConfig,
+            "search-fbnet": FBNetSearchConfig}
 TINY = ["--dataset", "digits", "--epochs", "2", "--batch-size", "16",
         "--init-channels", "2", "--layers", "3", "--nodes", "2",
         "--max-steps-per-epoch", "2", "--seed", "3", "--device", "cpu", "--quiet"]
