@@ -2,9 +2,9 @@
 
 # %% auto #0
 __all__ = ['SearchConfig', 'SearchParts', 'build_search', 'seed_loaders',
-           'search_epoch', 'evaluate', 'alpha_weights', 'epoch_record', 'save_search',
-           'resume_search', 'search', 'plot_search_history', 'plot_alpha_history',
-           'save_search_plots']
+           'search_epoch', 'evaluate_supernet', 'alpha_weights', 'epoch_record',
+           'save_search', 'resume_search', 'search', 'plot_search_history',
+           'plot_alpha_history', 'save_search_plots']
 
 # %% ../book/08_search.md #cac64899
 import itertools
@@ -204,10 +204,10 @@ def search_epoch(parts: SearchParts, config: SearchConfig, epoch: int, lr: float
         meters["arch_loss"].update(arch_loss.item(), len(yv))
     return distributed.reduce_meters(meters)
 
-# %% ../book/08_search.md #85431a35
+# %% ../book/08_search.md #53da2b17
 @torch.no_grad()
-def evaluate(model, loader, device, max_steps=None,
-             sharded=False) -> tuple[float, float]:
+def evaluate_supernet(model, loader, device, max_steps=None,
+                      sharded=False) -> tuple[float, float]:
     """Mean cross-entropy and top-1 accuracy (%) of `model` on `loader` (eval mode);
     `sharded`: `loader` is this process's shard, combine all processes'."""
     was_training = model.training
@@ -223,7 +223,7 @@ def evaluate(model, loader, device, max_steps=None,
         return tuple(distributed.reduce_meters({"loss": loss_m, "acc": acc_m}).values())
     return loss_m.avg, acc_m.avg
 
-# %% ../book/08_search.md #82b8534f
+# %% ../book/08_search.md #25baa61c
 def alpha_weights(model) -> dict:
     """softmax(α) of each cell type as nested lists (JSON-ready)."""
     return {"normal": model.alphas_normal.detach().softmax(-1).cpu().tolist(),
@@ -233,8 +233,9 @@ def alpha_weights(model) -> dict:
 def epoch_record(parts: SearchParts, config, epoch, lr, stats, seconds) -> dict:
     """The history entry of one epoch."""
     distributed.broadcast_(parts.model.buffers())  # rank 0's BatchNorm statistics
-    valid_loss, valid_acc = evaluate(parts.model, parts.valid_loader, parts.device,
-                                     config.max_steps_per_epoch, sharded=True)
+    valid_loss, valid_acc = evaluate_supernet(parts.model, parts.valid_loader,
+                                              parts.device, config.max_steps_per_epoch,
+                                              sharded=True)
     return {"epoch": epoch + 1, "lr": lr, **stats, "valid_loss": valid_loss,
             "valid_acc": valid_acc, "seconds": seconds,
             "genotype": genotype_to_dict(parts.model.genotype()),
