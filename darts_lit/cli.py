@@ -7,7 +7,7 @@
 Hand-written (not generated from the book), and only the entry point: each command is a
 `register_<name>(subparsers)` function in a command module (`cli_cnn`, `cli_rnn`,
 `cli_latency`, `cli_fbnet`), whose options are generated from the run's config dataclass
-(`darts_lit.runs.add_config_options`) and whose errors are handled once
+(`darts_lit.config.add_config_options`) and whose errors are handled once
 (`darts_lit.cli_base.run_command`). To add a command, write such a function and list it
 in `COMMANDS` below.
 """

@@ -2,7 +2,7 @@
 
 Hand-written (not generated from the book). A command module (`cli_cnn`, `cli_rnn`,
 `cli_latency`) defines `register_<name>(subparsers)` functions that add a parser built
-from a config dataclass (`darts_lit.runs.add_config_options`) and set `func`;
+from a config dataclass (`darts_lit.config.add_config_options`) and set `func`;
 `darts_lit.cli` lists them. Nothing here imports `darts_lit.cli`, so there is no import
 circle. Heavy modules (torch, matplotlib, the book's modules) are imported inside the
 functions, so that `darts-lit --help` stays fast.
@@ -31,7 +31,7 @@ def user_errors() -> tuple:
 
 def run_command(prog: str, body, args) -> int:
     """`body(args)` with messages in the command line's words; errors → status 1."""
-    from darts_lit.runs import cli_spelling
+    from darts_lit.config import cli_spelling
 
     with cli_spelling():
         try:
@@ -72,6 +72,7 @@ def config_from_cli(cls, args, kind: str, base=None):
     """The config of a command: defaults (or, with --resume, the saved run's
     settings), then the options typed on the command line."""
     from darts_lit import runs
+    from darts_lit.config import config_from_args, validate
 
     out = getattr(args, "out_dir", None)
     path = Path(out or ".") / runs.CHECKPOINT
@@ -79,17 +80,17 @@ def config_from_cli(cls, args, kind: str, base=None):
         saved = runs.read_checkpoint(path, kind)["config"]
         names = {f.name for f in fields(cls)}
         base = cls(**{k: v for k, v in saved.items() if k in names})
-    config = runs.config_from_args(cls, args, base)
+    config = config_from_args(cls, args, base)
     if getattr(args, "quiet", False):
         config.verbose = False
     if config.out_dir is None and not config.resume:  # runs.open_run refuses resume
         config.out_dir = str(Path("runs") / time.strftime(f"{kind}-%Y%m%d-%H%M%S"))
-    return runs.validate(config)
+    return validate(config)
 
 
 def add_run_command(subparsers, name: str, cls, run, help: str, description: str):
     """A command whose options are the fields of config class `cls`; `run(args)`."""
-    from darts_lit.runs import add_config_options
+    from darts_lit.config import add_config_options
 
     p = subparsers.add_parser(name, help=help, description=description)
     add_config_options(p, cls)

@@ -5,7 +5,7 @@ __all__ = ['fbnet_search_epoch', 'FBNetSearchConfig', 'fbnet_objective',
            'fbnet_search_data', 'fbnet_search_latency', 'fbnet_search',
            'train_and_evaluate']
 
-# %% ../book/13_fbnet_search.md #77d33f33
+# %% ../book/13_fbnet_search.md #abe11dbc
 from dataclasses import dataclass, replace
 
 import torch
@@ -39,9 +39,9 @@ from darts_lit.utils import (
 )
 
 from . import runs
+from .config import RunConfig, config_error, option, validate
 from .data import get_dataset, search_loaders
 from .latency_table import auto_clock
-from .runs import RunConfig, option, validate
 from .search import seed_loaders
 
 # %% ../book/13_fbnet_search.md #8ad60530
@@ -74,7 +74,7 @@ def fbnet_search_epoch(model: FBNetSupernet, loader, optimizer, *, tau: float,
         n += len(y)
     return {"ce": ce_sum / n, "acc": acc_sum / n, "lat": lat_sum / n}
 
-# %% ../book/13_fbnet_search.md #abf8ba4c
+# %% ../book/13_fbnet_search.md #d73455eb
 @dataclass
 class FBNetSearchConfig(RunConfig):
     """Settings of an FBNet search; the paper's values where it gives them."""
@@ -140,7 +140,7 @@ class FBNetSearchConfig(RunConfig):
     def check(self) -> None:
         """θ needs at least one epoch after the warm-up (then the run's checks)."""
         if self.warmup_epochs >= self.epochs:
-            raise runs.config_error(self, "warmup_epochs", f"must be below the "
+            raise config_error(self, "warmup_epochs", f"must be below the "
                                     f"{self.epochs} epochs, or θ never trains")
         super().check()
 

@@ -5,7 +5,7 @@ __all__ = ['EPOCHS_FREE', 'repackage_hidden', 'HiddenStateLoss', 'RNNArchitect',
            'evaluate_lm', 'lm_train_step', 'LMConfig', 'RNNSearchConfig',
            'search_rnn_epoch', 'lm_data', 'perplexity', 'search_rnn']
 
-# %% ../book/11_rnn_search.md #a983e171
+# %% ../book/11_rnn_search.md #a4a61e39
 import math
 from dataclasses import dataclass, replace
 
@@ -42,7 +42,7 @@ from darts_lit.utils import (
 
 from . import runs
 from .architect import Architect
-from .runs import RunConfig, option, validate
+from .config import RunConfig, config_error, option, option_name, validate
 
 # %% ../book/11_rnn_search.md #a7dab5a1
 def repackage_hidden(h):
@@ -175,7 +175,7 @@ class LMConfig(RunConfig):
                          paper=True, group="weights")
     seed: int = option(2, "random seed (as the paper's code)", ge=0)
 
-# %% ../book/11_rnn_search.md #c229c096
+# %% ../book/11_rnn_search.md #fe03e933
 @dataclass
 class RNNSearchConfig(LMConfig):
     """Settings of a recurrent search; defaults are the paper's."""
@@ -196,8 +196,8 @@ class RNNSearchConfig(LMConfig):
     def check(self) -> None:
         """`hvp='exact'` needs the second-order step (then the run's checks)."""
         if self.hvp == "exact" and not self.unrolled:
-            unrolled = runs.option_name(type(self), "unrolled")
-            raise runs.config_error(self, "hvp", "'exact' needs the second-order "
+            unrolled = option_name(type(self), "unrolled")
+            raise config_error(self, "hvp", "'exact' needs the second-order "
                                     f"search ({unrolled})")
         super().check()
 

@@ -4,7 +4,7 @@
 __all__ = ['RNNTrainConfig', 'train_rnn_epoch', 'swap_averaged', 'make_lm_optimizer',
            'stalled', 'train_rnn']
 
-# %% ../book/11_rnn_train.md #f9729905
+# %% ../book/11_rnn_train.md #36bb27a9
 import math
 from dataclasses import dataclass, replace
 
@@ -32,9 +32,9 @@ from darts_lit.utils import (
 )
 
 from . import runs
+from .config import option, validate
 from .rnn import RNNGenotype, RNNModel, resolve_rnn_genotype
 from .rnn_data import batchify, bptt_windows, get_batch
-from .runs import option, validate
 
 # %% ../book/11_rnn_train.md #ac1689b6
 @dataclass

@@ -6,7 +6,7 @@ __all__ = ['SearchConfig', 'SearchParts', 'build_search', 'seed_loaders',
            'save_search', 'resume_search', 'search', 'plot_search_history',
            'plot_alpha_history', 'save_search_plots']
 
-# %% ../book/08_search.md #cac64899
+# %% ../book/08_search.md #735473e9
 import itertools
 import time
 from dataclasses import dataclass, replace
@@ -17,10 +17,10 @@ from torch import nn
 
 from . import distributed, runs, utils
 from .architect import HVP_METHODS, Architect
+from .config import RunConfig, config_error, option, option_name, validate
 from .data import get_dataset, search_loaders
 from .genotypes import genotype_to_dict
 from .model_search import Network
-from .runs import RunConfig, config_error, option, option_name, validate
 
 # %% ../book/08_search.md #579b344e
 @dataclass

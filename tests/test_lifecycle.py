@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from darts_lit.cli import main
+from darts_lit.config import flag_of, option_meta
 from darts_lit.fbnet_search import FBNetSearchConfig
 from darts_lit.rnn_search import RNNSearchConfig
 from darts_lit.rnn_train import RNNTrainConfig
-from darts_lit.runs import flag_of, option_meta
 from darts_lit.search import SearchConfig
 from darts_lit.train import TrainConfig
 

@@ -7,9 +7,10 @@ from dataclasses import replace
 import pytest
 import torch
 
+from darts_lit.config import ConfigError
 from darts_lit.genotypes import load_genotype
 from darts_lit.model_search import Network
-from darts_lit.runs import CHECKPOINT, ConfigError, RunError
+from darts_lit.runs import CHECKPOINT, RunError
 from darts_lit.search import (
     SearchConfig,
     build_search,
@@ -126,6 +127,7 @@ def test_nan_stops_with_message_and_keeps_checkpoint(tmp_path, monkeypatch):
     msg = str(e.value)
     assert "validation loss (architecture step) is nan at epoch 2, step 1" in msg
     assert "learning rate" in msg and str(tmp_path / CHECKPOINT) in msg
+    assert "lower learning_rate" in msg  # the Python spelling, outside the CLI
     kept = load_checkpoint(tmp_path / CHECKPOINT)
     assert kept["epoch"] == 1 and _same(kept["model"], good["model"])
     assert json.loads((tmp_path / "history.json").read_text()) == good["history"]
