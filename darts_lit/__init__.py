@@ -24,7 +24,7 @@ from darts_lit.genotypes import (  # noqa: F401
     plot_cell,
     save_genotype,
 )
-from darts_lit.latency import latency_objective  # noqa: F401
+from darts_lit.latency_darts import latency_objective  # noqa: F401
 from darts_lit.latency_table import LatencyTable  # noqa: F401
 from darts_lit.mixed_op import MixedOp  # noqa: F401
 from darts_lit.model import NetworkCIFAR, NetworkImageNet, count_macs, count_parameters  # noqa: F401

@@ -51,7 +51,8 @@ def run_search(args) -> int:
 
     matplotlib.use("Agg")
     from darts_lit.genotypes import genotype_from_dict
-    from darts_lit.search import SearchConfig, save_search_plots, search
+    from darts_lit.search import SearchConfig, search
+    from darts_lit.search_figures import save_search_plots
 
     config = config_from_cli(SearchConfig, args, "search")
     history = run_data_parallel(search, config, args.stop_after)

@@ -75,15 +75,15 @@ def register_latency(subparsers) -> None:
 
 
 def _darts_table(args, in_channels, image_size, **kw):
-    from darts_lit import latency as L
+    from darts_lit import latency_darts as LD
     from darts_lit import latency_table as LT
     from darts_lit.model_search import Network
 
     net = Network(args.init_channels, 10, args.layers, in_channels=in_channels)
-    shapes = L.darts_edge_shapes(net, image_size)
-    table = LT.load_or_measure(args.table, L.darts_specs(shapes, args.batch_size),
-                              L.make_darts_op, **kw)
-    lat_n, lat_r = L.darts_latency_matrices(shapes, table, args.batch_size)
+    shapes = LD.darts_edge_shapes(net, image_size)
+    table = LT.load_or_measure(args.table, LD.darts_specs(shapes, args.batch_size),
+                              LD.make_darts_op, **kw)
+    lat_n, lat_r = LD.darts_latency_matrices(shapes, table, args.batch_size)
     k = lat_n.shape[1]
     uniform = (lat_n.sum() + lat_r.sum()).item() / k
     return table, [f"{len(shapes)} edges in {args.layers} cells",

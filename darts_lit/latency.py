@@ -2,21 +2,13 @@
 
 # %% auto #0
 __all__ = ['expected_latency', 'discrete_latency', 'additive_loss', 'fbnet_loss',
-           'gumbel_softmax', 'temperature', 'arch_weights', 'sampled_logits',
-           'EdgeShape', 'darts_edge_shapes', 'darts_specs', 'make_darts_op',
-           'darts_latency_matrices', 'darts_expected_latency', 'genotype_latency',
-           'latency_objective', 'search_latency_objective']
+           'gumbel_softmax', 'temperature', 'arch_weights', 'sampled_logits']
 
-# %% ../book/12_latency.md #9af2ec5e
+# %% ../book/12_latency.md #717dd78a
 import math
-from typing import NamedTuple
 
 import torch
 from torch import nn
-
-from .latency_table import LatencyTable, OpSpec, load_or_measure
-from .mixed_op import MixedOp
-from .ops import PRIMITIVES
 
 # %% ../book/12_latency.md #7e6dbf41
 def expected_latency(weights: torch.Tensor, lat: torch.Tensor,
@@ -88,117 +80,3 @@ def sampled_logits(net: nn.Module, x: torch.Tensor, mode: str = "gumbel",
     for cell in net.cells:
         s0, s1 = s1, cell(s0, s1, w_reduce if cell.reduction else w_normal)
     return net.classifier(net.global_pooling(s1).flatten(1))  # [B, num_classes]
-
-# %% ../book/12_latency.md #706f75ff
-class EdgeShape(NamedTuple):
-    """Where one edge of a search cell runs: its cell, channels, input size, stride."""
-
-    cell: int
-    reduction: bool
-    edge: int
-    c: int
-    h: int
-    w: int
-    stride: int
-
-
-def darts_edge_shapes(model: nn.Module, image_size: int) -> list[EdgeShape]:
-    """The shape of every MixedOp edge of a DARTS `Network`, found by forward hooks."""
-    shapes, hooks = [], []
-    for c, cell in enumerate(model.cells):
-        for e, op in enumerate(cell._ops):
-            def hook(mod, args, out, c=c, e=e, red=cell.reduction):
-                _, ch, h, w = args[0].shape  # [B, C, H, W]
-                shapes.append(EdgeShape(c, red, e, ch, h, w, h // out.shape[2]))
-            hooks.append(op.register_forward_hook(hook))
-    was_training, impl = model.training, getattr(model, "impl", None)
-    x = torch.zeros(1, model._in_channels, image_size, image_size,
-                    device=next(model.parameters()).device)
-    try:
-        if impl is not None:
-            model.impl = "plain"  # the fast cell computes the edges without MixedOp
-        with torch.no_grad():
-            model.eval()(x)
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
-        if impl is not None:
-            model.impl = impl
-    return shapes
-
-# %% ../book/12_latency.md #d0266a13
-def darts_specs(shapes, batch: int, primitives=PRIMITIVES) -> list[OpSpec]:
-    """Table entries for every op (but `none`) at every edge shape."""
-    return [OpSpec(op, s.c, s.c, s.h, s.w, s.stride, batch)
-            for s in shapes for op in primitives if op != "none"]
-
-
-def make_darts_op(spec: OpSpec) -> nn.Module:
-    """The module the DARTS supernet runs for `spec` (built by `MixedOp`)."""
-    return MixedOp(spec.c_in, spec.stride, [spec.op])._ops[0]
-
-
-def darts_latency_matrices(shapes, table: LatencyTable, batch: int,
-                           primitives=PRIMITIVES) -> tuple[torch.Tensor, torch.Tensor]:
-    """Latencies `[num_edges, num_ops]` of normal and reduce edges, summed by cell."""
-    k, n = max(s.edge for s in shapes) + 1, len(primitives)
-    lat = {r: torch.zeros(k, n, dtype=torch.float64) for r in (False, True)}
-    for s in shapes:
-        for o, op in enumerate(primitives):
-            if op != "none":  # an edge without an op is not computed in a derived cell
-                spec = OpSpec(op, s.c, s.c, s.h, s.w, s.stride, batch)
-                lat[s.reduction][s.edge, o] += table[spec]
-    return lat[False], lat[True]
-
-# %% ../book/12_latency.md #8487c50c
-def darts_expected_latency(alphas_normal: torch.Tensor, alphas_reduce: torch.Tensor,
-                           lat_normal: torch.Tensor,
-                           lat_reduce: torch.Tensor) -> torch.Tensor:
-    """E[LAT] of the DARTS supernet: softmax(α) against the summed per-cell tables."""
-    return (expected_latency(alphas_normal.softmax(-1), lat_normal)
-            + expected_latency(alphas_reduce.softmax(-1), lat_reduce))
-
-
-def genotype_latency(genotype, lat_normal: torch.Tensor, lat_reduce: torch.Tensor,
-                     primitives=PRIMITIVES) -> float:
-    """Latency of the genotype's chosen edges and ops at the search network's shapes."""
-    total = 0.0
-    for gene, lat in ((genotype.normal, lat_normal), (genotype.reduce, lat_reduce)):
-        for n, (op, j) in enumerate(gene):
-            node = n // 2  # two inputs per intermediate node
-            edge = sum(2 + m for m in range(node)) + j
-            total += float(lat[edge, primitives.index(op)])
-    return total
-
-# %% ../book/12_latency.md #da0f5e84
-def latency_objective(lat_normal: torch.Tensor, lat_reduce: torch.Tensor,
-                      lam: float = 0.0, form: str = "additive", a: float = 0.2,
-                      b: float = 0.6, unit: float = 1e3):
-    """`arch_objective(ce, [α_normal, α_reduce])` for the Architect: CE with latency."""
-    if form not in ("additive", "fbnet"):
-        raise ValueError(f"form must be 'additive' or 'fbnet', got {form!r}")
-
-    def objective(ce: torch.Tensor, arch_params) -> torch.Tensor:
-        alphas_normal, alphas_reduce = arch_params
-        lat = darts_expected_latency(alphas_normal, alphas_reduce, lat_normal,
-                                     lat_reduce)  # milliseconds
-        if form == "additive":
-            return additive_loss(ce, lat, lam)
-        return fbnet_loss(ce, lat * unit, a, b)  # `unit` 1e3: ms → µs
-
-    return objective
-
-# %% ../book/12_latency.md #5e11aa8c
-def search_latency_objective(model: nn.Module, image_size: int, batch: int,
-                             kappa: float, device="cpu", path=None, **timing):
-    """The additive latency objective of `model` with λ = κ / E[LAT] at uniform α."""
-    shapes = darts_edge_shapes(model, image_size)
-    with torch.random.fork_rng(devices=[]):  # building the ops must not move the seed
-        table = load_or_measure(path, darts_specs(shapes, batch), make_darts_op,
-                                device, **timing)
-    lat_normal, lat_reduce = darts_latency_matrices(shapes, table, batch)
-    uniform = darts_expected_latency(torch.zeros(lat_normal.shape),
-                                     torch.zeros(lat_reduce.shape), lat_normal,
-                                     lat_reduce).item()
-    return latency_objective(lat_normal, lat_reduce, lam=kappa / uniform)

@@ -3,8 +3,7 @@
 # %% auto #0
 __all__ = ['SearchConfig', 'SearchParts', 'build_search', 'seed_loaders',
            'search_epoch', 'evaluate_supernet', 'alpha_weights', 'epoch_record',
-           'save_search', 'resume_search', 'search', 'plot_search_history',
-           'plot_alpha_history', 'save_search_plots']
+           'save_search', 'resume_search', 'search']
 
 # %% ../book/08_search.md #735473e9
 import itertools
@@ -84,7 +83,7 @@ class SearchConfig(RunConfig):
                                f"{self.multiplier}")
         super().check()  # the device
 
-# %% ../book/08_search.md #6739ebce
+# %% ../book/08_search.md #b41557e0
 @dataclass
 class SearchParts:
     """The objects of a running search."""
@@ -114,7 +113,7 @@ def build_search(config: SearchConfig, arch_objective=None) -> SearchParts:
                     in_channels=info.in_channels).to(device)
     distributed.broadcast_(model.arch_parameters())  # the same α everywhere
     if config.latency_weight:  # FBNet's latency term, defined in the latency chapter
-        from darts_lit.latency import search_latency_objective
+        from darts_lit.latency_darts import search_latency_objective
 
         if arch_objective is not None:
             raise ValueError("give either latency_weight or arch_objective, not both")
@@ -295,76 +294,3 @@ def search(config: SearchConfig | None = None, arch_objective=None,
         if out is not None and main:
             save_search(out, parts, config, epoch + 1, history)
     return history
-
-# %% ../book/08_search.md #0ebcb708
-def plot_search_history(histories: dict, ax=None):
-    """Train and validation accuracy over epochs of one or more searches."""
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        _, ax = plt.subplots(figsize=(6, 3.5))
-    for (name, hist), color in zip(histories.items(), itertools.cycle("bgrcmk")):
-        ep = [r["epoch"] for r in hist]
-        ax.plot(ep, [r["train_acc"] for r in hist], "--", color=color,
-                label=f"{name}: train")
-        ax.plot(ep, [r["valid_acc"] for r in hist], "-o", ms=3, color=color,
-                label=f"{name}: valid")
-    ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("accuracy (%)")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    return ax
-
-# %% ../book/08_search.md #c7e999e4
-def plot_alpha_history(history, part: str = "normal", primitives=None, ax=None):
-    """Mean softmax(α) of each op over the edges of a cell type, against epoch."""
-    import matplotlib.pyplot as plt
-
-    from darts_lit.ops import PRIMITIVES
-
-    primitives = primitives or PRIMITIVES
-    w = torch.tensor([r["alphas"][part] for r in history])  # [epochs, edges, ops]
-    mean = w.mean(1)  # [epochs, ops]
-    if ax is None:
-        _, ax = plt.subplots(figsize=(6, 3.5))
-    ep = [r["epoch"] for r in history]
-    for k, name in enumerate(primitives):
-        ax.plot(ep, mean[:, k], "-o", ms=3, label=name)
-    ax.ticklabel_format(axis="y", useOffset=False)
-    ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(f"mean softmax(α), {part} cell")
-    ax.legend(fontsize=7, ncol=2)
-    ax.grid(alpha=0.3)
-    return ax
-
-# %% ../book/08_search.md #d9eb3fd8
-def save_search_plots(history, out_dir) -> list[Path]:
-    """Accuracy, α-over-epochs, α heat maps and cell drawings of a search, as PNGs."""
-    import matplotlib.pyplot as plt
-
-    from darts_lit.genotypes import genotype_from_dict, plot_alphas, plot_cell
-    from darts_lit.runs import save_figure
-
-    out, written = Path(out_dir), []
-
-    def save(fig, name):
-        fig.tight_layout()
-        written.append(save_figure(fig, out / name))
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    save(plot_search_history({"search": history}, ax=ax).figure, "accuracy.png")
-    g = genotype_from_dict(history[-1]["genotype"], validate=False)
-    for part in ("normal", "reduce"):
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        plot_alpha_history(history, part, ax=ax)
-        save(fig, f"alpha_history_{part}.png")
-        w = torch.tensor(history[-1]["alphas"][part])  # softmax(α) [edges, ops]
-        save(plot_alphas(w.log(), title=f"softmax(α), {part} cell").figure,
-             f"alphas_{part}.png")
-        fig, ax = plt.subplots(figsize=(6, 3.8))
-        plot_cell(getattr(g, part), getattr(g, f"{part}_concat"), ax=ax,
-                  title=f"{part} cell")
-        save(fig, f"cell_{part}.png")
-    return written

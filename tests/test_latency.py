@@ -9,6 +9,7 @@ from torch.nn import functional as F
 
 from darts_lit import fbnet
 from darts_lit import latency as L
+from darts_lit import latency_darts as LD
 from darts_lit import latency_table as LT
 from darts_lit.cli import main as cli_main
 from darts_lit.data import DatasetInfo
@@ -95,14 +96,15 @@ def test_darts_objective_for_the_architect_adds_lambda_times_latency():
     lat_r = torch.rand(14, 8, dtype=torch.float64)
     an, ar = torch.randn(14, 8), torch.randn(14, 8)
     ce = torch.tensor(2.0)
-    e = L.darts_expected_latency(an, ar, lat_n, lat_r)
-    assert torch.equal(L.latency_objective(lat_n, lat_r, lam=0.0)(ce, [an, ar]), ce + 0)
-    out = L.latency_objective(lat_n, lat_r, lam=0.5)(ce, [an, ar])
+    e = LD.darts_expected_latency(an, ar, lat_n, lat_r)
+    zero = LD.latency_objective(lat_n, lat_r, lam=0.0)
+    assert torch.equal(zero(ce, [an, ar]), ce + 0)
+    out = LD.latency_objective(lat_n, lat_r, lam=0.5)(ce, [an, ar])
     torch.testing.assert_close(out, ce + 0.5 * e)
-    out = L.latency_objective(lat_n, lat_r, form="fbnet")(ce, [an, ar])
+    out = LD.latency_objective(lat_n, lat_r, form="fbnet")(ce, [an, ar])
     torch.testing.assert_close(out, L.fbnet_loss(ce, 1e3 * e))
     with pytest.raises(ValueError, match="form"):
-        L.latency_objective(lat_n, lat_r, form="mul")
+        LD.latency_objective(lat_n, lat_r, form="mul")
 
 
 # ---- Gumbel-softmax ------------------------------------------------------------------
@@ -224,10 +226,10 @@ def test_auto_clock_is_cpu_time_only_on_one_cpu_thread(one_thread):
 def darts_setup():
     torch.manual_seed(0)
     net = Network(4, 10, 5, in_channels=1)
-    shapes = L.darts_edge_shapes(net, 8)
-    table = LT.measure_table(LT.LatencyTable.empty(), L.darts_specs(shapes, 2),
-                            L.make_darts_op, **FAST)
-    return net, shapes, table, *L.darts_latency_matrices(shapes, table, 2)
+    shapes = LD.darts_edge_shapes(net, 8)
+    table = LT.measure_table(LT.LatencyTable.empty(), LD.darts_specs(shapes, 2),
+                            LD.make_darts_op, **FAST)
+    return net, shapes, table, *LD.darts_latency_matrices(shapes, table, 2)
 
 
 def test_darts_edge_shapes_follow_the_network(darts_setup):
@@ -259,7 +261,7 @@ def test_darts_expected_latency_is_the_sum_over_cells(darts_setup):
             if op != "none":
                 manual += p[o].item() * table[LT.OpSpec(op, s.c, s.c, s.h, s.w,
                                                        s.stride, 2)]
-    e = L.darts_expected_latency(an, ar, lat_n, lat_r).item()
+    e = LD.darts_expected_latency(an, ar, lat_n, lat_r).item()
     assert abs(e - manual) < 1e-9 * manual
 
 
@@ -271,7 +273,7 @@ def test_genotype_latency_is_the_sum_of_chosen_entries(darts_setup):
         for n, (op, j) in enumerate(gene):
             if s.edge == sum(2 + m for m in range(n // 2)) + j:
                 by_hand += table[LT.OpSpec(op, s.c, s.c, s.h, s.w, s.stride, 2)]
-    assert L.genotype_latency(DARTS_V2, lat_n, lat_r) == pytest.approx(by_hand)
+    assert LD.genotype_latency(DARTS_V2, lat_n, lat_r) == pytest.approx(by_hand)
 
 
 def test_architect_with_latency_objective_moves_alpha_to_cheap_ops(darts_setup,
@@ -281,12 +283,12 @@ def test_architect_with_latency_objective_moves_alpha_to_cheap_ops(darts_setup,
     net, _, _, lat_n, lat_r = darts_setup
     torch.manual_seed(0)
     x, y = torch.randn(4, 1, 8, 8), torch.randint(0, 10, (4,))
-    before = L.darts_expected_latency(net.alphas_normal, net.alphas_reduce, lat_n,
+    before = LD.darts_expected_latency(net.alphas_normal, net.alphas_reduce, lat_n,
                                       lat_r).item()
     arch = Architect(net, arch_lr=0.05,
-                     arch_objective=L.latency_objective(lat_n, lat_r, lam=100.0))
+                     arch_objective=LD.latency_objective(lat_n, lat_r, lam=100.0))
     arch.step(x, y, x, y, eta=0.01, w_optimizer=None, unrolled=False)
-    after = L.darts_expected_latency(net.alphas_normal, net.alphas_reduce, lat_n,
+    after = LD.darts_expected_latency(net.alphas_normal, net.alphas_reduce, lat_n,
                                      lat_r).item()
     assert after < before
 
@@ -419,8 +421,8 @@ def _small_search(out_dir, **kw):
 
 def _final_expected_latency(history, table):
     net = Network(4, 10, 3, in_channels=1)
-    shapes = L.darts_edge_shapes(net, 8)
-    lat_n, lat_r = L.darts_latency_matrices(shapes, table, 16)
+    shapes = LD.darts_edge_shapes(net, 8)
+    lat_n, lat_r = LD.darts_latency_matrices(shapes, table, 16)
     p = history[-1]["alphas"]
     return (L.expected_latency(torch.tensor(p["normal"], dtype=torch.float64), lat_n)
             + L.expected_latency(torch.tensor(p["reduce"], dtype=torch.float64),
@@ -435,7 +437,7 @@ def test_latency_weight_in_the_search_config_lowers_expected_latency(tmp_path,
     path = tmp_path / "fast" / "latency_table.json"
     table = LT.LatencyTable.load(path)
     assert len(table.entries) == 7 * len({(s.c, s.h, s.stride) for s in
-                                          L.darts_edge_shapes(
+                                          LD.darts_edge_shapes(
                                               Network(4, 10, 3, in_channels=1), 8)})
     # resuming reuses the run's table: nothing is measured again
     monkeypatch.setattr(LT, "measure_latency",
