@@ -27,10 +27,10 @@ from darts_lit.genotypes import (  # noqa: F401
 from darts_lit.latency_darts import latency_objective  # noqa: F401
 from darts_lit.latency_table import LatencyTable  # noqa: F401
 from darts_lit.mixed_op import MixedOp  # noqa: F401
-from darts_lit.model import NetworkCIFAR, NetworkImageNet, count_macs, count_parameters  # noqa: F401
+from darts_lit.model import NetworkCIFAR, NetworkImageNet, count_macs  # noqa: F401
 from darts_lit.model_search import Cell as SearchCell  # noqa: F401
 from darts_lit.model_search import Network, derive_cell  # noqa: F401
-from darts_lit.ops import OPS, PRIMITIVES, count_params, make_op  # noqa: F401
+from darts_lit.ops import OPS, PRIMITIVES, count_parameters, make_op  # noqa: F401
 from darts_lit.rnn import RNN_GENOTYPES, RNNGenotype, RNNModel, RNNModelSearch  # noqa: F401
 from darts_lit.rnn_search import RNNSearchConfig, search_rnn  # noqa: F401
 from darts_lit.rnn_train import RNNTrainConfig, train_rnn  # noqa: F401

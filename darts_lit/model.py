@@ -3,7 +3,7 @@
 # %% auto #0
 __all__ = ['drop_path', 'Cell', 'AuxiliaryHead', 'AuxiliaryHeadCIFAR',
            'AuxiliaryHeadImageNet', 'build_cells', 'forward_cells', 'NetworkCIFAR',
-           'NetworkImageNet', 'count_parameters', 'count_macs']
+           'NetworkImageNet', 'count_macs']
 
 # %% ../book/09_model.md #fbdbad40
 import torch
@@ -207,13 +207,7 @@ class NetworkImageNet(nn.Module):
         s1 = self.stem1(s0)  # [B, C, 28, 28]
         return forward_cells(self, s0, s1)
 
-# %% ../book/09_model.md #d6dc7eb5
-def count_parameters(model: nn.Module) -> int:
-    """Parameters of `model` excluding the auxiliary head (the paper's convention)."""
-    return sum(p.numel() for name, p in model.named_parameters()
-               if "auxiliary" not in name)
-
-
+# %% ../book/09_model.md #9135f268
 def count_macs(model: nn.Module, input_size) -> int:
     """Multiply-adds of one eval-mode forward pass of one `input_size` = (C, H, W)
     image, counted by `FlopCounterMode` (FLOPs / 2)."""

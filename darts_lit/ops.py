@@ -2,7 +2,7 @@
 
 # %% auto #0
 __all__ = ['OPS', 'PRIMITIVES', 'ReLUConvBN', 'DilConv', 'SepConv', 'Identity', 'Zero',
-           'FactorizedReduce', 'make_op', 'count_params']
+           'FactorizedReduce', 'make_op', 'count_parameters']
 
 # %% ../book/02_ops.md #644eb4c5
 import torch
@@ -139,7 +139,9 @@ def make_op(name: str, C: int, stride: int, affine: bool = True) -> nn.Module:
         raise ValueError(f"stride must be 1 or 2, got {stride}")
     return OPS[name](C, stride, affine)
 
-# %% ../book/02_ops.md #47a6aec4
-def count_params(module: nn.Module) -> int:
-    """Number of parameters of `module`."""
-    return sum(p.numel() for p in module.parameters())
+# %% ../book/02_ops.md #4c1932e5
+def count_parameters(module: nn.Module, auxiliary: bool = False) -> int:
+    """Parameters of `module`; those of an auxiliary head (chapter 9) only if asked,
+    as the paper counts."""
+    return sum(p.numel() for name, p in module.named_parameters()
+               if auxiliary or "auxiliary" not in name)

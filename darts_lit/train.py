@@ -5,7 +5,7 @@ __all__ = ['TrainConfig', 'build_model', 'make_optimizer', 'drop_path_prob_at',
            'training_loss', 'train_epoch', 'evaluate', 'make_loaders', 'save_run',
            'start_or_resume', 'train', 'read_train_checkpoint', 'evaluate_checkpoint']
 
-# %% ../book/10_train.md #136f7bd5
+# %% ../book/10_train.md #12e5d550
 import itertools
 import time
 from dataclasses import dataclass, replace
@@ -20,7 +20,8 @@ from . import distributed, genotypes, runs, utils
 from .config import RunConfig, option, validate
 from .data import DATASETS, get_dataset
 from .genotypes import Genotype, resolve_genotype
-from .model import NetworkCIFAR, NetworkImageNet, count_parameters
+from .model import NetworkCIFAR, NetworkImageNet
+from .ops import count_parameters
 
 # %% ../book/10_train.md #75a9666f
 @dataclass

@@ -6,7 +6,7 @@ import torch
 
 from darts_lit import data
 from darts_lit.mixed_op import MixedOp
-from darts_lit.ops import OPS, PRIMITIVES, count_params, make_op
+from darts_lit.ops import OPS, PRIMITIVES, count_parameters, make_op
 
 # ---- data -------------------------------------------------------------------------
 def test_cifar10_reader_on_real_subset(shared_data):
@@ -99,8 +99,8 @@ def test_param_counts_closed_form_c16():
               "conv_7x1_1x7": 14 * C * C + 2 * C,
               "max_pool_3x3": 0, "avg_pool_3x3": 0, "none": 0, "skip_connect": 0}
     for name, n in expect.items():
-        assert count_params(make_op(name, C, 1)) == n, name
-    assert count_params(make_op("skip_connect", C, 2)) == C * C + 2 * C
+        assert count_parameters(make_op(name, C, 1)) == n, name
+    assert count_parameters(make_op("skip_connect", C, 2)) == C * C + 2 * C
 
 
 def test_avg_pool_excludes_padding():
@@ -155,8 +155,8 @@ def test_mixed_op_pooling_followed_by_non_affine_bn():
     m = MixedOp(4, 1)
     pool = m._ops[PRIMITIVES.index("max_pool_3x3")]
     assert isinstance(pool[1], torch.nn.BatchNorm2d) and not pool[1].affine
-    expected = sum(count_params(make_op(p, 4, 1, False)) for p in PRIMITIVES)
-    assert count_params(m) == expected
+    expected = sum(count_parameters(make_op(p, 4, 1, False)) for p in PRIMITIVES)
+    assert count_parameters(m) == expected
 
 
 def test_mixed_op_rejects_wrong_weight_shape():

@@ -11,10 +11,9 @@ from darts_lit.model import (
     NetworkCIFAR,
     NetworkImageNet,
     count_macs,
-    count_parameters,
     drop_path,
 )
-from darts_lit.ops import count_params
+from darts_lit.ops import count_parameters
 
 # A small hand-made genotype touching every parametrised op kind, with normal and
 # reduction cells of different widths (3 and 2 concatenated nodes).
@@ -79,7 +78,8 @@ def test_cifar_parameter_count_closed_form(C, layers, classes, in_ch):
     expected = stem + cells + C_last * classes + classes
     net = NetworkCIFAR(C, classes, layers, True, HAND, in_channels=in_ch)
     assert count_parameters(net) == expected
-    assert count_params(net) == expected + aux_head(C_aux, classes, last_bn=True)
+    assert count_parameters(net, auxiliary=True) == expected + aux_head(C_aux, classes,
+                                                                        last_bn=True)
     assert count_parameters(NetworkCIFAR(C, classes, layers, False, HAND, in_ch)) == (
         expected)
 
@@ -92,7 +92,8 @@ def test_imagenet_parameter_count_closed_form():
     expected = stem0 + stem1 + cells + C_last * classes + classes
     net = NetworkImageNet(C, classes, layers, True, HAND)
     assert count_parameters(net) == expected
-    assert count_params(net) == expected + aux_head(C_aux, classes, last_bn=False)
+    assert count_parameters(net, auxiliary=True) == expected + aux_head(C_aux, classes,
+                                                                        last_bn=False)
 
 
 def test_darts_v2_cifar_count_equals_paper_code():

@@ -424,11 +424,11 @@ def test_parameter_count_printed_by_the_chapter():
 
 def test_mixed_op_formula_matches_module():
     from darts_lit.mixed_op import MixedOp
-    from darts_lit.ops import count_params
+    from darts_lit.ops import count_parameters
 
     for C in (4, 6):
         for stride in (1, 2):
-            assert count_params(MixedOp(C, stride)) == mixed_op_params(C, stride)
+            assert count_parameters(MixedOp(C, stride)) == mixed_op_params(C, stride)
 
 
 def test_genotypes_module_has_the_tools():
