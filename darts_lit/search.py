@@ -83,7 +83,7 @@ class SearchConfig(RunConfig):
                                f"{self.multiplier}")
         super().check()  # the device
 
-# %% ../book/08_search.md #b41557e0
+# %% ../book/08_search.md #307bcdf1
 @dataclass
 class SearchParts:
     """The objects of a running search."""
@@ -112,7 +112,7 @@ def build_search(config: SearchConfig, arch_objective=None) -> SearchParts:
                     steps=config.steps, multiplier=config.multiplier or config.steps,
                     in_channels=info.in_channels).to(device)
     distributed.broadcast_(model.arch_parameters())  # the same α everywhere
-    if config.latency_weight:  # FBNet's latency term, defined in the latency chapter
+    if config.latency_weight:  # the additive latency term of chapter 12_latency_darts
         from darts_lit.latency_darts import search_latency_objective
 
         if arch_objective is not None:
