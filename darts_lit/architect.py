@@ -37,10 +37,10 @@ def split_parameters(model) -> tuple[dict, dict]:
         raise ValueError(f"weights and α overlap: {sorted(set(alphas) & set(weights))}")
     return weights, alphas
 
-# %% ../book/07_architect.md #363aab68
+# %% ../book/07_architect.md #4074513d
 def virtual_step(w: dict, dw: dict, buf: dict, eta: float, momentum: float,
                  weight_decay: float) -> dict:
-    """w' = w − η(μ·m + ∇_w L_train + λ·w): SGD's next step, not taken (eq. 6)."""
+    """w' = w − η(μ·m + ∇_w L_train + ω·w): SGD's next step, not taken (eq. 6)."""
     out = {}
     for n, wn in w.items():
         d = dw[n] + weight_decay * wn
