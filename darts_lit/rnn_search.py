@@ -5,7 +5,7 @@ __all__ = ['EPOCHS_FREE', 'repackage_hidden', 'HiddenStateLoss', 'RNNArchitect',
            'evaluate_lm', 'lm_train_step', 'LMConfig', 'RNNSearchConfig',
            'search_rnn_epoch', 'lm_data', 'perplexity', 'search_rnn']
 
-# %% ../book/11_rnn_search.md #a4a61e39
+# %% ../book/11_rnn_search.md #7aaec1a1
 import math
 from dataclasses import dataclass, replace
 
@@ -42,7 +42,8 @@ from darts_lit.utils import (
 
 from . import runs
 from .architect import Architect
-from .config import RunConfig, config_error, option, option_name, validate
+from .config import RunConfig, option, validate
+from .search import check_hvp
 
 # %% ../book/11_rnn_search.md #a7dab5a1
 def repackage_hidden(h):
@@ -175,7 +176,7 @@ class LMConfig(RunConfig):
                          paper=True, group="weights")
     seed: int = option(2, "random seed (as the paper's code)", ge=0)
 
-# %% ../book/11_rnn_search.md #fe03e933
+# %% ../book/11_rnn_search.md #7c4f9147
 @dataclass
 class RNNSearchConfig(LMConfig):
     """Settings of a recurrent search; defaults are the paper's."""
@@ -195,10 +196,7 @@ class RNNSearchConfig(LMConfig):
 
     def check(self) -> None:
         """`hvp='exact'` needs the second-order step (then the run's checks)."""
-        if self.hvp == "exact" and not self.unrolled:
-            unrolled = option_name(type(self), "unrolled")
-            raise config_error(self, "hvp", "'exact' needs the second-order "
-                                    f"search ({unrolled})")
+        check_hvp(self)
         super().check()
 
 # %% ../book/11_rnn_search.md #17118be4
