@@ -69,3 +69,73 @@ def test_chapter_summaries_link_every_exported_name():
     out = subprocess.run([sys.executable, str(export.ROOT / "tools" / "api_links.py"),
                           "--check"], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_no_typed_machine_figures_in_the_book():
+    """Timings, sizes and percentages in prose come from cells (glue) or are marked
+    with their source (tools/lint_figures.py)."""
+    lint = export.ROOT / "tools" / "lint_figures.py"
+    out = subprocess.run([sys.executable, str(lint)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+PAGE = """---
+kernelspec:
+  name: python3
+---
+# A page
+
+A step took 3.2 ms here.
+
+Glued: {glue:text}`t:.1f` ms, code `x = 5 ms`, math $t = 4\\,s$ and 32×32 pixels.
+
+$$
+T = 7\\ \\text{ms}
+$$
+
+```{code-cell} ipython3
+---
+mystnb:
+  figure:
+    caption: Latency of 12 blocks, the slowest at
+      9 ms.
+---
+t = "6 ms"
+```
+
+```bash
+sleep 8s
+```
+
+:::{note}
+Memory grew by 21 MiB.
+:::
+
+% figures: paper (DARTS, Table 1)
+The paper reports 2.76% error and
+1.5 GPU-days.
+
+% figures: measured on an H100
+It took 0.61 s per step.
+
+% figures: measured on an H100, 2026-11-23
+It took 0.61 s per step.
+"""
+
+
+def test_lint_figures_finds_what_it_should(tmp_path):
+    import lint_figures
+
+    page = tmp_path / "page.md"
+    page.write_text(PAGE)
+    found = lint_figures.findings(page)
+    lines = {int(f.split(":")[1]) for f in found}
+    text = PAGE.split("\n")
+    assert [text[n - 1].strip() for n in sorted(lines)] == [
+        "A step took 3.2 ms here.",
+        "9 ms.",                      # a figure cell's caption is prose
+        "Memory grew by 21 MiB.",     # so is a directive's body
+        "It took 0.61 s per step.",   # marked, but the marker has no date
+    ]
+    assert "needs a date" in found[-1]
+    assert "'3.2 ms'" in found[0] and "{glue:text}" in found[0]
