@@ -39,7 +39,8 @@ def register_search(subparsers) -> None:
         subparsers, "search", SearchConfig, run_search,
         help="search a convolutional cell with DARTS",
         description="Search a convolutional cell with DARTS (Liu et al., ICLR 2019). "
-        "Every default is the paper's setting (CIFAR-10, §3.1.2). Writes "
+        "Every default is the paper's setting (CIFAR-10, §3.1.1 and appendix A.1.1). "
+        "Writes "
         "checkpoint.pt, history.json, genotype.json and PNG plots into --out, and "
         "prints the final genotype. With --resume, options not given keep the run's "
         "settings.")

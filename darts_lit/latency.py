@@ -10,7 +10,7 @@ import math
 import torch
 from torch import nn
 
-# %% ../book/12_latency.md #7e6dbf41
+# %% ../book/12_latency.md #91f1f66c
 def expected_latency(weights: torch.Tensor, lat: torch.Tensor,
                      fixed: float = 0.0) -> torch.Tensor:
     """E[LAT] = Σ_l Σ_i p_{l,i}·LAT_{l,i} (+ the latency of the fixed parts)."""
@@ -21,7 +21,7 @@ def expected_latency(weights: torch.Tensor, lat: torch.Tensor,
 
 
 def discrete_latency(choices, lat: torch.Tensor, fixed: float = 0.0) -> float:
-    """Latency of a derived network: the sum of its chosen entries (FBNet eq. 4)."""
+    """Latency of a derived network: the sum of its chosen entries (FBNet eq. 3)."""
     rows = torch.arange(len(choices))
     return float(lat[rows, torch.as_tensor(choices)].sum()) + fixed
 

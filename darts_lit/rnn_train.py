@@ -36,7 +36,7 @@ from .config import option, validate
 from .rnn import RNNGenotype, RNNModel, resolve_rnn_genotype
 from .rnn_data import batchify, bptt_windows, get_batch
 
-# %% ../book/11_rnn_train.md #ac1689b6
+# %% ../book/11_rnn_train.md #fd1cee1b
 @dataclass
 class RNNTrainConfig(LMConfig):
     """Settings of the evaluation training; defaults are the paper's."""
@@ -50,8 +50,9 @@ class RNNTrainConfig(LMConfig):
     batch_size: int = option(64, "parallel text columns", ge=1, paper=True,
                              group="data")
     test_batch_size: int = option(1, "test columns", ge=1, paper=True, group="data")
-    epochs: int = option(8000, "epochs (the paper trains until the validation "
-                         "perplexity stalls)", ge=1, paper=True, group="weights")
+    epochs: int = option(8000, "epochs (the reference code's default; stop earlier "
+                         "once the validation perplexity has converged)", ge=1,
+                         paper=True, group="weights")
     weight_decay: float = option(8e-7, "SGD weight decay", ge=0, paper=True,
                                  group="weights")
     nonmono: int = option(5, "switch to ASGD when the validation loss is worse than "

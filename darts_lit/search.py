@@ -21,7 +21,7 @@ from .data import get_dataset, search_loaders
 from .genotypes import genotype_to_dict
 from .model_search import Network
 
-# %% ../book/08_search.md #e40f935a
+# %% ../book/08_search.md #6945d5b1
 def check_hvp(config) -> None:
     """`hvp='exact'` needs the second-order step: the rule of every DARTS search."""
     if config.hvp == "exact" and not config.unrolled:
@@ -32,7 +32,7 @@ def check_hvp(config) -> None:
 
 @dataclass
 class SearchConfig(RunConfig):
-    """Settings of an architecture search; the defaults are the paper's (§3.1.2)."""
+    """Settings of an architecture search; the defaults are the paper's (A.1.1)."""
 
     dataset: str = option("auto", "'auto': CIFAR-10 if found, else scikit-learn's 8x8 "
                           "digits", choices=("auto", "cifar10", "digits"),
