@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-# %% ../book/08_search_figures.md #0ebcb708
+# %% ../book/08_search_figures.md #c1773e41
 def plot_search_history(histories: dict, ax=None):
     """Train and validation accuracy over epochs of one or more searches."""
     import matplotlib.pyplot as plt
@@ -20,8 +20,9 @@ def plot_search_history(histories: dict, ax=None):
         ep = [r["epoch"] for r in hist]
         ax.plot(ep, [r["train_acc"] for r in hist], "--", color=color,
                 label=f"{name}: train")
-        ax.plot(ep, [r["valid_acc"] for r in hist], "-o", ms=3, color=color,
-                label=f"{name}: valid")
+        if any(r["valid_acc"] is not None for r in hist):  # single-level: none
+            ax.plot(ep, [r["valid_acc"] for r in hist], "-o", ms=3, color=color,
+                    label=f"{name}: valid")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_xlabel("epoch")
     ax.set_ylabel("accuracy (%)")

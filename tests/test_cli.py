@@ -47,6 +47,19 @@ def test_second_order_exact(tmp_path):
     assert ckpt["config"]["unrolled"] and ckpt["config"]["hvp"] == "exact"
 
 
+def test_single_level_search(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["search", *TINY, "--single-level", "--out", str(out)]) == 0
+    assert "valid_acc None" in capsys.readouterr().out
+    ckpt = __import__("torch").load(out / "checkpoint.pt", weights_only=True)
+    assert ckpt["config"]["single_level"] is True
+    assert (out / "accuracy.png").stat().st_size > 0  # drawn without validation
+    assert main(["search", *TINY, "--single-level", "--unrolled", "--out",
+                 str(tmp_path / "bad")]) == 1
+    assert "--single-level: has no virtual step" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
 def _search_parser():
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from darts_lit.config import ConfigError
+from darts_lit.data import get_dataset
 from darts_lit.genotypes import load_genotype
 from darts_lit.model_search import Network
 from darts_lit.runs import CHECKPOINT, RunError
@@ -47,9 +48,10 @@ def _same(a, b):
     return a == b
 
 
-@pytest.mark.parametrize("unrolled", [False, True])
-def test_resume_is_bit_exact(tmp_path, unrolled):
-    cfg = replace(TINY, unrolled=unrolled)
+@pytest.mark.parametrize("settings", [dict(unrolled=False), dict(unrolled=True),
+                                      dict(single_level=True)])
+def test_resume_is_bit_exact(tmp_path, settings):
+    cfg = replace(TINY, **settings)
     straight = search(cfg, out_dir=str(tmp_path / "a"))
     search(cfg, out_dir=str(tmp_path / "b"), stop_after_epoch=1)
     assert load_checkpoint(tmp_path / "b" / CHECKPOINT)["epoch"] == 1
@@ -194,3 +196,24 @@ def test_checkpoint_from_before_a_new_setting_resumes(tmp_path):
     assert [r["epoch"] for r in history] == [1, 2]
     with pytest.raises(ValueError, match="latency_weight: checkpoint 0.0, now 1.0"):
         search(TINY, epochs=2, out_dir=str(out), resume=True, latency_weight=1.0)
+
+
+def test_single_level_trains_w_and_alpha_on_the_whole_training_set(tmp_path):
+    """No split: one loader over every training image, no validation metrics, and α's
+    loss is the training loss of the same batches (no latency objective)."""
+    cfg = replace(TINY, single_level=True)
+    parts = build_search(cfg)
+    assert parts.valid_loader is None
+    whole = len(get_dataset("digits", train=True, verbose=False)[0])
+    assert len(parts.train_loader.sampler) == whole  # every training image
+    alpha0 = parts.model.alphas_normal.detach().clone()
+    stats = search_epoch(parts, cfg, epoch=0, lr=0.025)
+    assert stats["arch_loss"] == stats["train_loss"]
+    assert not torch.equal(parts.model.alphas_normal, alpha0)  # α did move
+    history = search(cfg, out_dir=str(tmp_path / "run"))
+    assert all(r["valid_loss"] is None and r["valid_acc"] is None for r in history)
+    saved = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert saved == history
+    with pytest.raises(ConfigError, match="single_level: has no virtual step: it "
+                       "cannot be combined with unrolled"):
+        search(cfg, unrolled=True)
