@@ -25,7 +25,7 @@ def check_impl(impl: str) -> str:
         raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
     return impl
 
-# %% ../book/05_model_search.md #7a985478
+# %% ../book/05_model_search.md #b4645103
 class Cell(nn.Module):
     """A search cell: each node sums MixedOps over all earlier nodes (eq. 1)."""
 
@@ -42,7 +42,11 @@ class Cell(nn.Module):
         self._ops = nn.ModuleList()
         for i in range(steps):
             for j in range(2 + i):  # edge j -> node i+2; inputs j < 2 carry the stride
-                self._ops.append(MixedOp(C, 2 if reduction and j < 2 else 1))
+                self._ops.append(self.make_op(C, 2 if reduction and j < 2 else 1))
+
+    def make_op(self, C: int, stride: int) -> nn.Module:
+        """The mixed operation of one edge (PC-DARTS's cell overrides it)."""
+        return MixedOp(C, stride)
 
     def forward(self, s0, s1, weights):
         # weights: [num_edges, num_ops], one softmax row per edge
@@ -63,21 +67,22 @@ def num_edges(steps: int) -> int:
     """Edges of a search cell with `steps` nodes: 2 + 3 + ... + (steps + 1)."""
     return sum(2 + i for i in range(steps))
 
-# %% ../book/05_model_search.md #0aaa5dd8
-def stack_cells(C, layers, steps, multiplier, stem_multiplier, impl="fast"):
+# %% ../book/05_model_search.md #6c76c2c5
+def stack_cells(C, layers, steps, multiplier, stem_multiplier, impl="fast",
+                cell=None):
     """The search cells of a supernet and the channels of the last one's output."""
     C_prev_prev = C_prev = stem_multiplier * C
     cells, reduction_prev, C_curr = nn.ModuleList(), False, C
     for i in range(layers):
         reduction = i in (layers // 3, 2 * layers // 3)
         C_curr = 2 * C_curr if reduction else C_curr
-        cells.append(Cell(steps, multiplier, C_prev_prev, C_prev, C_curr, reduction,
-                          reduction_prev, impl=impl))
+        cells.append((cell or Cell)(steps, multiplier, C_prev_prev, C_prev, C_curr,
+                                    reduction, reduction_prev, impl=impl))
         reduction_prev = reduction
         C_prev_prev, C_prev = C_prev, multiplier * C_curr
     return cells, C_prev
 
-# %% ../book/05_model_search.md #dc53e187
+# %% ../book/05_model_search.md #fd251d0d
 def supernet_logits(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Logits [B, num_classes] of images x [B, in_channels, H, W] through `net`."""
     if x.dim() != 4 or x.shape[1] != net._in_channels:
@@ -86,20 +91,23 @@ def supernet_logits(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
             f"(in_channels={net._in_channels}), got {tuple(x.shape)}; build it with "
             f"in_channels=1 for the 8×8 digits, 3 for CIFAR-10")
     # recomputed on every call, never cached (functional_call may substitute α)
-    w_normal = F.softmax(net.alphas_normal, dim=-1)  # [k, num_ops]
-    w_reduce = F.softmax(net.alphas_reduce, dim=-1)  # [k, num_ops]
+    if hasattr(net, "cell_weights"):  # PC-DARTS adds its edge weights (β)
+        w_normal, w_reduce = net.cell_weights(False), net.cell_weights(True)
+    else:
+        w_normal = (F.softmax(net.alphas_normal, dim=-1),)  # [k, num_ops]
+        w_reduce = (F.softmax(net.alphas_reduce, dim=-1),)  # [k, num_ops]
     s0 = s1 = net.stem(x)  # [B, stem_multiplier*C, H, W]
     for cell in net.cells:
-        s0, s1 = s1, cell(s0, s1, w_reduce if cell.reduction else w_normal)
+        s0, s1 = s1, cell(s0, s1, *(w_reduce if cell.reduction else w_normal))
     out = net.global_pooling(s1)  # [B, C_prev, 1, 1]
     return net.classifier(out.flatten(1))  # [B, num_classes]
 
-# %% ../book/05_model_search.md #d9fe8d5d
+# %% ../book/05_model_search.md #f764069d
 class Network(nn.Module):
     """The DARTS supernet: a stem, `layers` search cells, pooling and a classifier."""
 
     def __init__(self, C, num_classes, layers, criterion=None, steps=4, multiplier=4,
-                 stem_multiplier=3, in_channels=3, impl="fast"):
+                 stem_multiplier=3, in_channels=3, impl="fast", cell=None):
         super().__init__()
         self._C, self._num_classes, self._layers = C, num_classes, layers
         self._steps, self._multiplier = steps, multiplier
@@ -109,7 +117,7 @@ class Network(nn.Module):
             nn.Conv2d(in_channels, stem_multiplier * C, 3, padding=1, bias=False),
             nn.BatchNorm2d(stem_multiplier * C))
         self.cells, C_prev = stack_cells(C, layers, steps, multiplier, stem_multiplier,
-                                         impl)
+                                         impl, cell)  # cell: another Cell class
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_prev, num_classes)
         k, n = num_edges(steps), len(PRIMITIVES)
@@ -153,10 +161,14 @@ class Network(nn.Module):
         for cell in self.cells:
             cell.impl = check_impl(value)
 
-# %% ../book/05_model_search.md #0156db10
-def derive_cell(alpha: torch.Tensor, steps: int, primitives=PRIMITIVES) -> list:
+# %% ../book/05_model_search.md #aa91d30b
+def derive_cell(alpha: torch.Tensor, steps: int, primitives=PRIMITIVES,
+                edge_weights: torch.Tensor | None = None) -> list:
     """The discrete cell [(op, input), ...] of α [num_edges, num_ops], paper §2.4."""
-    W = F.softmax(alpha.detach().float().cpu(), dim=-1).tolist()  # [k, num_ops]
+    W = F.softmax(alpha.detach().float().cpu(), dim=-1)  # [k, num_ops]
+    if edge_weights is not None:  # PC-DARTS: each edge scaled by its node's β weight
+        W = W * edge_weights.detach().float().cpu()[:, None]
+    W = W.tolist()
     none = primitives.index("none") if "none" in primitives else None
     ops = [o for o in range(len(primitives)) if o != none]  # candidates, `none` out
     gene, start = [], 0

@@ -3,8 +3,8 @@
 # %% auto #0
 __all__ = ['check_hvp', 'SearchConfig', 'SearchParts', 'single_level_loader',
            'build_search', 'seed_loaders', 'search_epoch', 'single_level_step',
-           'evaluate_supernet', 'alpha_weights', 'epoch_record', 'save_search',
-           'resume_search', 'search']
+           'evaluate_supernet', 'alpha_weights', 'beta_weights', 'epoch_record',
+           'save_search', 'resume_search', 'search']
 
 # %% ../book/08_search.md #bc1bdad1
 import functools
@@ -23,7 +23,7 @@ from .data import get_dataset, search_loaders
 from .genotypes import genotype_to_dict
 from .model_search import Network
 
-# %% ../book/08_search.md #6777469a
+# %% ../book/08_search.md #d5079a38
 def check_hvp(config) -> None:
     """`hvp='exact'` needs the second-order step: the rule of every DARTS search."""
     if config.hvp == "exact" and not config.unrolled:
@@ -51,6 +51,9 @@ class SearchConfig(RunConfig):
     layers: int = option(8, "number of cells", ge=1, paper=True, group="network")
     steps: int = option(4, "intermediate nodes per cell", ge=1, paper=True,
                         group="network", flag="--nodes", metavar="N")
+    partial_channels: int = option(1, "PC-DARTS's K: 1/K of each edge's channels go "
+                                   "through the mixed operation, the rest bypass it; "
+                                   "1: DARTS", ge=1, group="network", metavar="K")
     multiplier: int | None = option(None, "nodes concatenated into the cell output "
                                     "(None: all of them)", ge=1, cli=False)
     epochs: int = option(50, "search epochs", ge=1, paper=True, group="weights")
@@ -78,6 +81,9 @@ class SearchConfig(RunConfig):
                                 "set steps w (SGD) and α (Adam) on the same training "
                                 "loss (the paper's §3.3 ablation); no split, no second "
                                 "order", group="architecture")
+    edge_normalization: bool = option(False, "PC-DARTS's edge normalisation: each "
+                                      "node weighs its input edges by softmax(β)",
+                                      group="architecture")
     latency_weight: float = option(0.0, "κ > 0: hardware-aware search, κ·E[LAT] / "
                                    "E[LAT at uniform α] added to the validation loss "
                                    "(latency chapter); 0: plain DARTS", ge=0,
@@ -92,13 +98,21 @@ class SearchConfig(RunConfig):
             raise config_error(self, "single_level", "has no virtual step: it cannot "
                                "be combined with "
                                f"{option_name(type(self), 'unrolled')}")
+        if self.init_channels % self.partial_channels:
+            raise config_error(self, "partial_channels", "must divide the "
+                               f"{self.init_channels} initial channels, got "
+                               f"{self.partial_channels}")
+        if self.edge_normalization and self.latency_weight:
+            raise config_error(self, "edge_normalization", "cannot be combined with "
+                               f"{option_name(type(self), 'latency_weight')}: the "
+                               "latency objective reads α alone")
         if self.multiplier is not None and self.multiplier > self.steps:
             raise config_error(self, "multiplier", "must be at most the "
                                f"{self.steps} intermediate nodes, got "
                                f"{self.multiplier}")
         super().check()  # the device
 
-# %% ../book/08_search.md #99984b31
+# %% ../book/08_search.md #762fe5d7
 @dataclass
 class SearchParts:
     """The objects of a running search."""
@@ -137,9 +151,15 @@ def build_search(config: SearchConfig, arch_objective=None) -> SearchParts:
         train_loader, valid_loader = make_loaders(
             data, config.batch_size, config.train_portion, config.seed,
             config.num_workers)
-    model = Network(config.init_channels, info.num_classes, config.layers,
+    network, pc = Network, {}
+    if config.partial_channels > 1 or config.edge_normalization:
+        from darts_lit.pc_darts import PCNetwork  # chapter 14_pc_darts
+
+        network, pc = PCNetwork, dict(k=config.partial_channels,
+                                      edge_norm=config.edge_normalization)
+    model = network(config.init_channels, info.num_classes, config.layers,
                     steps=config.steps, multiplier=config.multiplier or config.steps,
-                    in_channels=info.in_channels).to(device)
+                    in_channels=info.in_channels, **pc).to(device)
     distributed.broadcast_(model.arch_parameters())  # the same α everywhere
     if config.latency_weight:  # the additive latency term of chapter 12_latency_darts
         from darts_lit.latency_darts import search_latency_objective
@@ -290,11 +310,22 @@ def evaluate_supernet(model, loader, device, max_steps=None,
         return tuple(distributed.reduce_meters({"loss": loss_m, "acc": acc_m}).values())
     return loss_m.avg, acc_m.avg
 
-# %% ../book/08_search.md #fc820a2b
+# %% ../book/08_search.md #0f92a6bb
 def alpha_weights(model) -> dict:
     """softmax(α) of each cell type as nested lists (JSON-ready)."""
     return {"normal": model.alphas_normal.detach().softmax(-1).cpu().tolist(),
             "reduce": model.alphas_reduce.detach().softmax(-1).cpu().tolist()}
+
+
+def beta_weights(model) -> dict | None:
+    """PC-DARTS's edge weights (softmax of β per node) of each cell type, or None."""
+    if not getattr(model, "edge_norm", False):
+        return None
+    from darts_lit.pc_darts import edge_weights
+
+    return {part: edge_weights(getattr(model, f"betas_{part}").detach(),
+                               model._steps).cpu().tolist()
+            for part in ("normal", "reduce")}
 
 
 def epoch_record(parts: SearchParts, config, epoch, lr, stats, seconds) -> dict:
@@ -309,7 +340,8 @@ def epoch_record(parts: SearchParts, config, epoch, lr, stats, seconds) -> dict:
     return {"epoch": epoch + 1, "lr": lr, **stats, "valid_loss": valid_loss,
             "valid_acc": valid_acc, "seconds": seconds,
             "genotype": genotype_to_dict(parts.model.genotype()),
-            "alphas": alpha_weights(parts.model)}
+            "alphas": alpha_weights(parts.model),
+            **({"betas": b} if (b := beta_weights(parts.model)) else {})}
 
 # %% ../book/08_search.md #aec5ff0a
 def save_search(out_dir, parts: SearchParts, config, epoch: int, history) -> None:

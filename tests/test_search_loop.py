@@ -48,8 +48,12 @@ def _same(a, b):
     return a == b
 
 
+PC = dict(partial_channels=2, edge_normalization=True)
+
+
 @pytest.mark.parametrize("settings", [dict(unrolled=False), dict(unrolled=True),
-                                      dict(single_level=True)])
+                                      dict(single_level=True), PC,
+                                      dict(PC, unrolled=True)])
 def test_resume_is_bit_exact(tmp_path, settings):
     cfg = replace(TINY, **settings)
     straight = search(cfg, out_dir=str(tmp_path / "a"))
@@ -217,3 +221,21 @@ def test_single_level_trains_w_and_alpha_on_the_whole_training_set(tmp_path):
     with pytest.raises(ConfigError, match="single_level: has no virtual step: it "
                        "cannot be combined with unrolled"):
         search(cfg, unrolled=True)
+
+
+def test_pc_darts_settings(tmp_path):
+    """PC-DARTS builds its network, records β, and refuses settings it cannot honour."""
+    parts = build_search(replace(TINY, **PC))
+    assert type(parts.model).__name__ == "PCNetwork" and parts.model.k == 2
+    assert len(parts.model.arch_parameters()) == 4  # α and β of both cell types
+    history = search(replace(TINY, **PC), epochs=1)
+    for part in ("normal", "reduce"):
+        ew = torch.tensor(history[-1]["betas"][part])
+        assert torch.allclose(ew[:2].sum(), torch.tensor(1.0))  # node 2's two edges
+    assert "betas" not in search(TINY, epochs=1)[-1]
+    with pytest.raises(ConfigError, match="partial_channels: must divide the 2 "
+                       "initial channels, got 3"):
+        search(TINY, partial_channels=3)
+    with pytest.raises(ConfigError, match="edge_normalization: cannot be combined with "
+                       "latency_weight"):
+        search(TINY, edge_normalization=True, latency_weight=1.0)

@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 
-UNITS = (r"ns|µs|us|ms|s|sec|seconds?|min|minutes?|h|hours?|days?|GPU-days?|GPU-hours?"
+UNITS = (r"ns|µs|us|ms|s|sec|seconds|min|minutes|h|hours|days|GPU-days?|GPU-hours?"
          r"|B|KiB|MiB|GiB|TiB|kB|KB|MB|GB|TB|%|×")
 FIGURE = re.compile(r"(?<![\w.\-/])\d+(?:[.,]\d+)*(?:\s?[–-]\s?\d+(?:[.,]\d+)*)?"
                     r"\s?(?:" + UNITS + r")(?![\w])")
