@@ -31,6 +31,7 @@ from darts_lit.model import NetworkCIFAR, NetworkImageNet, count_macs  # noqa: F
 from darts_lit.model_search import Cell as SearchCell  # noqa: F401
 from darts_lit.model_search import Network, derive_cell  # noqa: F401
 from darts_lit.ops import OPS, PRIMITIVES, count_parameters, make_op  # noqa: F401
+from darts_lit.pc_darts import PCNetwork  # noqa: F401
 from darts_lit.rnn import RNN_GENOTYPES, RNNGenotype, RNNModel, RNNModelSearch  # noqa: F401
 from darts_lit.rnn_search import RNNSearchConfig, search_rnn  # noqa: F401
 from darts_lit.rnn_train import RNNTrainConfig, train_rnn  # noqa: F401
