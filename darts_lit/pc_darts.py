@@ -53,9 +53,9 @@ def edge_weights(beta: torch.Tensor, steps: int) -> torch.Tensor:
         start += i + 2
     return torch.cat(parts)
 
-# %% ../book/14_pc_darts.md #1c77b5ef
+# %% ../book/14_pc_darts.md #d87c8b14
 class PCCell(Cell):
-    """A search cell whose edges are `PCMixedOp`s (eq. PC 2), computed plainly."""
+    """A search cell with a `PCMixedOp` on every edge (eq. PC 2), computed plainly."""
 
     def __init__(self, steps, multiplier, C_prev_prev, C_prev, C, reduction,
                  reduction_prev, impl="plain", k=4):

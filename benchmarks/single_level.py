@@ -1,0 +1,99 @@
+"""Single-level against bilevel DARTS on the same budget, over several seeds.
+
+    python benchmarks/single_level.py                       # the 8x8 digits, 3 seeds
+    python benchmarks/single_level.py --dataset cifar10 --search-epochs 10 --seeds 1 2
+
+For every seed, three searches with the same settings and budget (`SearchConfig`, one
+setting changed): first-order bilevel, second-order bilevel (`unrolled`) and
+single-level (`single_level`: w and α on the same training batches, no split). Each
+derived cell is then trained from scratch for a few epochs (`train`, a small
+`NetworkCIFAR`) and tested. The table lists, per method and seed, the skip
+connections and parameter-free operations of the derived normal cell and the test
+accuracy; then the mean and standard deviation over seeds. The last line is exactly
+`first_acc=<mean> second_acc=<mean> single_acc=<mean> first_skips=<mean>
+second_skips=<mean> single_skips=<mean>`.
+"""
+
+import argparse
+import statistics
+
+import torch
+
+from darts_lit.search import SearchConfig, search
+from darts_lit.train import TrainConfig, train
+
+METHODS = {"first": {}, "second": {"unrolled": True}, "single": {"single_level": True}}
+PARAMETER_FREE = {"skip_connect", "max_pool_3x3", "avg_pool_3x3"}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """Command-line options."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--dataset", default="digits", choices=("digits", "cifar10"))
+    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    p.add_argument("--search-epochs", type=int, default=4)
+    p.add_argument("--steps-per-epoch", type=int, default=20,
+                   help="batches per search epoch (0: the whole split)")
+    p.add_argument("--train-epochs", type=int, default=3)
+    p.add_argument("--init-channels", type=int, default=8)
+    p.add_argument("--layers", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--threads", type=int, default=None)
+    args = p.parse_args(argv)
+    if min(args.search_epochs, args.train_epochs, args.init_channels) < 1 or \
+            args.layers < 3 or args.steps_per_epoch < 0:
+        p.error("epochs and --init-channels must be ≥ 1, --layers ≥ 3, "
+                "--steps-per-epoch ≥ 0")
+    return args
+
+
+def run(method: str, seed: int, args) -> dict:
+    """Search with `method`, train the derived cell briefly; skips and accuracy."""
+    cfg = SearchConfig(dataset=args.dataset, epochs=args.search_epochs,
+                       batch_size=args.batch_size, init_channels=args.init_channels,
+                       layers=args.layers, seed=seed, verbose=False, device="cpu",
+                       max_steps_per_epoch=args.steps_per_epoch or None,
+                       **METHODS[method])
+    genotype = search(cfg)[-1]["genotype"]
+    ops = [op for op, _ in genotype["normal"]]
+    history = train(TrainConfig(genotype=_genotype(genotype), dataset=args.dataset,
+                                epochs=args.train_epochs, batch_size=args.batch_size,
+                                init_channels=args.init_channels, layers=args.layers,
+                                auxiliary=False, seed=seed, verbose=False,
+                                device="cpu"))
+    return {"skips": ops.count("skip_connect"),
+            "free": sum(op in PARAMETER_FREE for op in ops),
+            "acc": history[-1]["test_top1"], "normal": ops}
+
+
+def _genotype(record: dict):
+    from darts_lit.genotypes import genotype_from_dict
+
+    return genotype_from_dict(record)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    results = {m: [run(m, s, args) for s in args.seeds] for m in METHODS}
+    print(f"{args.dataset}: search {args.search_epochs} epochs x "
+          f"{args.steps_per_epoch or 'all'} steps, C={args.init_channels}, "
+          f"{args.layers} cells; derived cells trained {args.train_epochs} epochs")
+    for m, rows in results.items():
+        for seed, r in zip(args.seeds, rows, strict=True):
+            print(f"{m:7s} seed {seed}: skips {r['skips']}, parameter-free "
+                  f"{r['free']}, test acc {r['acc']:5.1f}%  {' '.join(r['normal'])}")
+    means = {}
+    for m, rows in results.items():
+        accs, skips = [r["acc"] for r in rows], [r["skips"] for r in rows]
+        sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
+        means[m] = (statistics.mean(accs), statistics.mean(skips))
+        print(f"{m:7s} mean test acc {means[m][0]:5.1f} ± {sd:4.1f}%, mean skips "
+              f"{means[m][1]:.2f}")
+    print(" ".join(f"{m}_acc={means[m][0]:.2f}" for m in METHODS) + " "
+          + " ".join(f"{m}_skips={means[m][1]:.2f}" for m in METHODS))
+
+
+if __name__ == "__main__":
+    main()
