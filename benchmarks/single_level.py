@@ -60,6 +60,7 @@ def run(method: str, seed: int, args) -> dict:
                                 epochs=args.train_epochs, batch_size=args.batch_size,
                                 init_channels=args.init_channels, layers=args.layers,
                                 auxiliary=False, seed=seed, verbose=False,
+                                cutout_length=4 if args.dataset == "digits" else 16,
                                 device="cpu"))
     return {"skips": ops.count("skip_connect"),
             "free": sum(op in PARAMETER_FREE for op in ops),

@@ -5,7 +5,7 @@ __all__ = ['TrainConfig', 'build_model', 'make_optimizer', 'drop_path_prob_at',
            'training_loss', 'train_epoch', 'evaluate', 'make_loaders', 'save_run',
            'start_or_resume', 'train', 'read_train_checkpoint', 'evaluate_checkpoint']
 
-# %% ../book/10_train.md #12e5d550
+# %% ../book/10_train.md #d650a0ec
 import itertools
 import time
 from dataclasses import dataclass, replace
@@ -17,7 +17,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from . import distributed, genotypes, runs, utils
-from .config import RunConfig, option, validate
+from .config import RunConfig, config_error, option, validate
 from .data import DATASETS, get_dataset
 from .genotypes import Genotype, resolve_genotype
 from .model import NetworkCIFAR, NetworkImageNet
@@ -176,12 +176,19 @@ def evaluate(model: nn.Module, loader, device=None, max_steps=None,
         return distributed.reduce_meters(meters)
     return {k: m.avg for k, m in meters.items()}
 
-# %% ../book/10_train.md #4298797d
+# %% ../book/10_train.md #38172e56
 def make_loaders(config: TrainConfig):
     """The shuffled, augmented training loader, the test loader and the DatasetInfo."""
     cut = config.cutout_length if config.cutout else 0
     train_set, info = get_dataset(config.dataset, config.data_dir, train=True,
                                   cutout_length=cut, verbose=config.verbose)
+    if cut >= info.image_size:  # the square would erase (almost) every image
+        side = info.image_size
+        raise config_error(config, "cutout_length", f"{cut} is not smaller than the "
+                           f"{side}×{side} images of {info.name}; "
+                           f"use about half their side ({side // 2}), "
+                           "as the paper's 16 is for CIFAR-10's 32×32, or turn Cutout "
+                           "off")
     test_set, _ = get_dataset(info.name, config.data_dir, train=False,
                               verbose=config.verbose)
     if distributed.is_distributed():
