@@ -19,14 +19,19 @@ paper's search (C=16, 8 cells, 32×32). The last line is exactly
 """
 
 import argparse
+import functools
 import math
 
 import torch
 
-from darts_lit.architect import Architect
-from darts_lit.model_search import Network
 from darts_lit.pc_darts import PCNetwork
-from darts_lit.timing import StepSetup, measure_steps, peak_memory, search_step
+from darts_lit.timing import (
+    StepSetup,
+    build_setup,
+    measure_steps,
+    peak_memory,
+    search_step,
+)
 
 def parse_args(argv=None) -> argparse.Namespace:
     """Command-line options."""
@@ -62,19 +67,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def setup(name: str, k: int, batch: int, args, seed: int = 0) -> StepSetup:
     """The seeded network of row `name`, its optimizers and one random batch."""
-    torch.manual_seed(seed)
-    size = (args.init_channels, 10, args.layers)
-    if name == "darts":
-        model = Network(*size, impl="fast")
-    else:
-        model = PCNetwork(*size, k=k, edge_norm=k > 1 and not args.no_edge_norm)
-    model = model.to(args.device)
-    w_opt = torch.optim.SGD(model.weights(), 0.025, momentum=0.9, weight_decay=3e-4)
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(2, batch, 3, args.image_size, args.image_size, generator=g)
-    y = torch.randint(10, (2, batch), generator=g)
-    data = tuple(t.to(args.device) for t in (x[0], y[0], x[1], y[1]))
-    return StepSetup(model, Architect(model), w_opt, data)
+    pc = None if name == "darts" else functools.partial(
+        PCNetwork, k=k, edge_norm=k > 1 and not args.no_edge_norm)
+    return build_setup("fast", args.init_channels, args.layers, batch, args.image_size,
+                       args.device, seed=seed, network=pc)
 
 
 def main(argv=None) -> None:

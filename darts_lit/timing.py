@@ -74,7 +74,7 @@ def peak_memory(fn, device) -> int:
         peak = max(peak, live)
     return peak
 
-# %% ../book/14_timing.md #50798b08
+# %% ../book/14_timing.md #f09feb56
 @dataclass
 class StepSetup:
     """A search network with its optimizers and one batch, ready for `search_step`."""
@@ -86,10 +86,14 @@ class StepSetup:
 
 
 def build_setup(impl, C, layers, batch_size, image_size, device, num_classes=10,
-                seed=0) -> StepSetup:
-    """The same seeded network, optimizers and random batch for every `impl`."""
+                seed=0, network=None) -> StepSetup:
+    """The same seeded network, optimizers and random batch for every `impl`;
+    `network(C, num_classes, layers)` builds another supernet (e.g. PC-DARTS's)."""
     torch.manual_seed(seed)
-    model = Network(C, num_classes, layers, impl=impl).to(device)
+    if network is None:
+        model = Network(C, num_classes, layers, impl=impl).to(device)
+    else:
+        model = network(C, num_classes, layers).to(device)
     w_optimizer = torch.optim.SGD(model.weights(), 0.025, momentum=0.9,
                                   weight_decay=3e-4)
     g = torch.Generator().manual_seed(seed)
