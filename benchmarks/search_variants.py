@@ -1,17 +1,19 @@
-"""Single-level against bilevel DARTS on the same budget, over several seeds.
+"""DARTS's search variants side by side on the same budget, over several seeds.
 
-    python benchmarks/single_level.py                       # the 8x8 digits, 3 seeds
-    python benchmarks/single_level.py --dataset cifar10 --search-epochs 10 --seeds 1 2
+    python benchmarks/search_variants.py                    # the 8x8 digits, 3 seeds
+    python benchmarks/search_variants.py --methods first single --seeds 1 2
+    python benchmarks/search_variants.py --dataset cifar10 --search-epochs 10
 
-For every seed, three searches with the same settings and budget (`SearchConfig`, one
-setting changed): first-order bilevel, second-order bilevel (`unrolled`) and
-single-level (`single_level`: w and α on the same training batches, no split). Each
-derived cell is then trained from scratch for a few epochs (`train`, a small
+For every seed, one search per method with the same settings and budget
+(`SearchConfig`, one setting changed): first-order bilevel, second-order bilevel
+(`unrolled`), single-level (`single_level`: w and α on the same training batches, no
+split) and PC-DARTS (`partial_channels=4` with `edge_normalization`, first order).
+Each derived cell is then trained from scratch for a few epochs (`train`, a small
 `NetworkCIFAR`) and tested. The table lists, per method and seed, the skip
 connections and parameter-free operations of the derived normal cell and the test
 accuracy; then the mean and standard deviation over seeds. The last line is exactly
-`first_acc=<mean> second_acc=<mean> single_acc=<mean> first_skips=<mean>
-second_skips=<mean> single_skips=<mean>`.
+`<method>_acc=<mean> ... <method>_skips=<mean> ...` for the methods run, in the
+order of `--methods`.
 """
 
 import argparse
@@ -22,7 +24,8 @@ import torch
 from darts_lit.search import SearchConfig, search
 from darts_lit.train import TrainConfig, train
 
-METHODS = {"first": {}, "second": {"unrolled": True}, "single": {"single_level": True}}
+METHODS = {"first": {}, "second": {"unrolled": True}, "single": {"single_level": True},
+           "pc": {"partial_channels": 4, "edge_normalization": True}}
 PARAMETER_FREE = {"skip_connect", "max_pool_3x3", "avg_pool_3x3"}
 
 
@@ -30,6 +33,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     """Command-line options."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", default="digits", choices=("digits", "cifar10"))
+    p.add_argument("--methods", nargs="+", choices=tuple(METHODS),
+                   default=list(METHODS))
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--search-epochs", type=int, default=4)
     p.add_argument("--steps-per-epoch", type=int, default=20,
@@ -77,7 +82,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    results = {m: [run(m, s, args) for s in args.seeds] for m in METHODS}
+    results = {m: [run(m, s, args) for s in args.seeds] for m in args.methods}
     print(f"{args.dataset}: search {args.search_epochs} epochs x "
           f"{args.steps_per_epoch or 'all'} steps, C={args.init_channels}, "
           f"{args.layers} cells; derived cells trained {args.train_epochs} epochs")
@@ -92,8 +97,8 @@ def main(argv=None) -> None:
         means[m] = (statistics.mean(accs), statistics.mean(skips))
         print(f"{m:7s} mean test acc {means[m][0]:5.1f} ± {sd:4.1f}%, mean skips "
               f"{means[m][1]:.2f}")
-    print(" ".join(f"{m}_acc={means[m][0]:.2f}" for m in METHODS) + " "
-          + " ".join(f"{m}_skips={means[m][1]:.2f}" for m in METHODS))
+    print(" ".join(f"{m}_acc={means[m][0]:.2f}" for m in args.methods) + " "
+          + " ".join(f"{m}_skips={means[m][1]:.2f}" for m in args.methods))
 
 
 if __name__ == "__main__":
