@@ -21,7 +21,7 @@ import statistics
 
 import torch
 
-from darts_lit.search import SearchConfig, search
+from darts_lit.search import SearchConfig, search, search_result
 from darts_lit.train import TrainConfig, train
 
 METHODS = {"first": {}, "second": {"unrolled": True}, "single": {"single_level": True},
@@ -59,37 +59,43 @@ def run(method: str, seed: int, args) -> dict:
                        layers=args.layers, seed=seed, verbose=False, device="cpu",
                        max_steps_per_epoch=args.steps_per_epoch or None,
                        **METHODS[method])
-    genotype = search(cfg)[-1]["genotype"]
+    genotype = search_result(search(cfg))
     ops = [op for op, _ in genotype["normal"]]
-    history = train(TrainConfig(genotype=_genotype(genotype), dataset=args.dataset,
-                                epochs=args.train_epochs, batch_size=args.batch_size,
+    return {"skips": ops.count("skip_connect"),
+            "free": sum(op in PARAMETER_FREE for op in ops),
+            "acc": train_cell(genotype, seed, args), "normal": ops}
+
+
+def train_cell(genotype: dict, seed: int, args) -> float:
+    """Test accuracy (%) of a genotype's small `NetworkCIFAR`, trained from scratch
+    for `args.train_epochs` epochs at the search's width and depth."""
+    from darts_lit.genotypes import genotype_from_dict
+
+    history = train(TrainConfig(genotype=genotype_from_dict(genotype),
+                                dataset=args.dataset, epochs=args.train_epochs,
+                                batch_size=args.batch_size,
                                 init_channels=args.init_channels, layers=args.layers,
                                 auxiliary=False, seed=seed, verbose=False,
                                 cutout_length=4 if args.dataset == "digits" else 16,
                                 device="cpu"))
-    return {"skips": ops.count("skip_connect"),
-            "free": sum(op in PARAMETER_FREE for op in ops),
-            "acc": history[-1]["test_top1"], "normal": ops}
-
-
-def _genotype(record: dict):
-    from darts_lit.genotypes import genotype_from_dict
-
-    return genotype_from_dict(record)
+    return history[-1]["test_top1"]
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    results = {m: [run(m, s, args) for s in args.seeds] for m in args.methods}
     print(f"{args.dataset}: search {args.search_epochs} epochs x "
           f"{args.steps_per_epoch or 'all'} steps, C={args.init_channels}, "
           f"{args.layers} cells; derived cells trained {args.train_epochs} epochs")
-    for m, rows in results.items():
-        for seed, r in zip(args.seeds, rows, strict=True):
+    results = {m: [] for m in args.methods}
+    for m in args.methods:
+        for seed in args.seeds:  # each row as soon as it is measured
+            r = run(m, seed, args)
+            results[m].append(r)
             print(f"{m:7s} seed {seed}: skips {r['skips']}, parameter-free "
-                  f"{r['free']}, test acc {r['acc']:5.1f}%  {' '.join(r['normal'])}")
+                  f"{r['free']}, test acc {r['acc']:5.1f}%  {' '.join(r['normal'])}",
+                  flush=True)
     means = {}
     for m, rows in results.items():
         accs, skips = [r["acc"] for r in rows], [r["skips"] for r in rows]

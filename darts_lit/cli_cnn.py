@@ -52,7 +52,7 @@ def run_search(args) -> int:
 
     matplotlib.use("Agg")
     from darts_lit.genotypes import genotype_from_dict
-    from darts_lit.search import SearchConfig, search
+    from darts_lit.search import SearchConfig, search, search_result
     from darts_lit.search_figures import save_search_plots
 
     config = config_from_cli(SearchConfig, args, "search")
@@ -60,9 +60,12 @@ def run_search(args) -> int:
     if history is None:
         return 0
     save_search_plots(history, config.out_dir)
-    genotype = genotype_from_dict(history[-1]["genotype"], validate=False)
+    genotype = genotype_from_dict(search_result(history), validate=False)
     print(f"run folder: {config.out_dir} (epoch {history[-1]['epoch']}/"
           f"{config.epochs})")
+    if stop := history[-1].get("early_stop"):
+        print(f"stopped early by {stop['rule']}: the result is the genotype of epoch "
+              f"{stop['genotype_epoch']}")
     print(f"genotype: {genotype}")
     return 0
 

@@ -152,9 +152,10 @@ class RunConfig:
         """The rules that relate settings (`validate` calls this last)."""
         check_device(self)
 
-# %% ../book/06_config.md #83d4b2f2
+# %% ../book/06_config.md #71a7547e
 GROUPS = {"data": "data", "network": "network", "weights": "weights w",
-          "architecture": "architecture α", "latency": "latency", "run": "run"}
+          "architecture": "architecture α", "latency": "latency",
+          "collapse": "collapse: diagnostics and remedies", "run": "run"}
 
 
 def help_line(f) -> str:

@@ -25,15 +25,15 @@ def check_impl(impl: str) -> str:
         raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
     return impl
 
-# %% ../book/05_model_search.md #b4645103
+# %% ../book/05_model_search.md #dee870b0
 class Cell(nn.Module):
     """A search cell: each node sums MixedOps over all earlier nodes (eq. 1)."""
 
     def __init__(self, steps, multiplier, C_prev_prev, C_prev, C, reduction,
-                 reduction_prev, impl="fast"):
+                 reduction_prev, impl="fast", primitives=PRIMITIVES):
         super().__init__()
         self.reduction, self._steps, self._multiplier = reduction, steps, multiplier
-        self.impl = check_impl(impl)
+        self.impl, self.primitives = check_impl(impl), list(primitives)
         if reduction_prev:
             self.preprocess0 = FactorizedReduce(C_prev_prev, C, affine=False)
         else:
@@ -46,7 +46,7 @@ class Cell(nn.Module):
 
     def make_op(self, C: int, stride: int) -> nn.Module:
         """The mixed operation of one edge (PC-DARTS's cell overrides it)."""
-        return MixedOp(C, stride)
+        return MixedOp(C, stride, self.primitives)
 
     def forward(self, s0, s1, weights):
         # weights: [num_edges, num_ops], one softmax row per edge
@@ -67,9 +67,9 @@ def num_edges(steps: int) -> int:
     """Edges of a search cell with `steps` nodes: 2 + 3 + ... + (steps + 1)."""
     return sum(2 + i for i in range(steps))
 
-# %% ../book/05_model_search.md #6c76c2c5
+# %% ../book/05_model_search.md #f76ef437
 def stack_cells(C, layers, steps, multiplier, stem_multiplier, impl="fast",
-                cell=None):
+                cell=None, primitives=PRIMITIVES):
     """The search cells of a supernet and the channels of the last one's output."""
     C_prev_prev = C_prev = stem_multiplier * C
     cells, reduction_prev, C_curr = nn.ModuleList(), False, C
@@ -77,13 +77,14 @@ def stack_cells(C, layers, steps, multiplier, stem_multiplier, impl="fast",
         reduction = i in (layers // 3, 2 * layers // 3)
         C_curr = 2 * C_curr if reduction else C_curr
         cells.append((cell or Cell)(steps, multiplier, C_prev_prev, C_prev, C_curr,
-                                    reduction, reduction_prev, impl=impl))
+                                    reduction, reduction_prev, impl=impl,
+                                    primitives=primitives))
         reduction_prev = reduction
         C_prev_prev, C_prev = C_prev, multiplier * C_curr
     return cells, C_prev
 
-# %% ../book/05_model_search.md #fd251d0d
-def supernet_logits(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+# %% ../book/05_model_search.md #69412580
+def supernet_logits(net: nn.Module, x: torch.Tensor, perturb=None) -> torch.Tensor:
     """Logits [B, num_classes] of images x [B, in_channels, H, W] through `net`."""
     if x.dim() != 4 or x.shape[1] != net._in_channels:
         raise ValueError(
@@ -96,20 +97,24 @@ def supernet_logits(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
     else:
         w_normal = (F.softmax(net.alphas_normal, dim=-1),)  # [k, num_ops]
         w_reduce = (F.softmax(net.alphas_reduce, dim=-1),)  # [k, num_ops]
+    if perturb is not None:  # SDARTS: the weight step sees softmax(α) + δ
+        w_normal, w_reduce = ((perturb(w[0]), *w[1:]) for w in (w_normal, w_reduce))
     s0 = s1 = net.stem(x)  # [B, stem_multiplier*C, H, W]
     for cell in net.cells:
         s0, s1 = s1, cell(s0, s1, *(w_reduce if cell.reduction else w_normal))
     out = net.global_pooling(s1)  # [B, C_prev, 1, 1]
     return net.classifier(out.flatten(1))  # [B, num_classes]
 
-# %% ../book/05_model_search.md #f764069d
+# %% ../book/05_model_search.md #e2968392
 class Network(nn.Module):
     """The DARTS supernet: a stem, `layers` search cells, pooling and a classifier."""
 
     def __init__(self, C, num_classes, layers, criterion=None, steps=4, multiplier=4,
-                 stem_multiplier=3, in_channels=3, impl="fast", cell=None):
+                 stem_multiplier=3, in_channels=3, impl="fast", cell=None,
+                 primitives=PRIMITIVES):
         super().__init__()
         self._C, self._num_classes, self._layers = C, num_classes, layers
+        self.primitives = list(primitives)  # the candidate ops: the columns of α
         self._steps, self._multiplier = steps, multiplier
         self._stem_multiplier, self._in_channels = stem_multiplier, in_channels
         self._criterion = criterion if criterion is not None else nn.CrossEntropyLoss()
@@ -117,16 +122,16 @@ class Network(nn.Module):
             nn.Conv2d(in_channels, stem_multiplier * C, 3, padding=1, bias=False),
             nn.BatchNorm2d(stem_multiplier * C))
         self.cells, C_prev = stack_cells(C, layers, steps, multiplier, stem_multiplier,
-                                         impl, cell)  # cell: another Cell class
+                                         impl, cell, primitives)  # cell: a Cell class
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_prev, num_classes)
-        k, n = num_edges(steps), len(PRIMITIVES)
+        k, n = num_edges(steps), len(self.primitives)
         self.alphas_normal = nn.Parameter(1e-3 * torch.randn(k, n))  # [k, num_ops]
         self.alphas_reduce = nn.Parameter(1e-3 * torch.randn(k, n))  # [k, num_ops]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, perturb=None) -> torch.Tensor:
         """Logits [B, num_classes] of images x [B, in_channels, H, W]."""
-        return supernet_logits(self, x)
+        return supernet_logits(self, x, perturb)
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The training criterion of the logits of x against the labels y."""
@@ -146,9 +151,11 @@ class Network(nn.Module):
     def genotype(self) -> Genotype:
         """The discrete cells derived from α by the paper's rule (§2.4)."""
         concat = list(range(2 + self._steps - self._multiplier, self._steps + 2))
-        return Genotype(normal=derive_cell(self.alphas_normal, self._steps),
+        return Genotype(normal=derive_cell(self.alphas_normal, self._steps,
+                                           self.primitives),
                         normal_concat=concat,
-                        reduce=derive_cell(self.alphas_reduce, self._steps),
+                        reduce=derive_cell(self.alphas_reduce, self._steps,
+                                           self.primitives),
                         reduce_concat=concat)
 
     @property
@@ -161,13 +168,15 @@ class Network(nn.Module):
         for cell in self.cells:
             cell.impl = check_impl(value)
 
-# %% ../book/05_model_search.md #aa91d30b
+# %% ../book/05_model_search.md #d63a520e
 def derive_cell(alpha: torch.Tensor, steps: int, primitives=PRIMITIVES,
-                edge_weights: torch.Tensor | None = None) -> list:
+                edge_weights: torch.Tensor | None = None, excluded=()) -> list:
     """The discrete cell [(op, input), ...] of α [num_edges, num_ops], paper §2.4."""
     W = F.softmax(alpha.detach().float().cpu(), dim=-1)  # [k, num_ops]
     if edge_weights is not None:  # PC-DARTS: each edge scaled by its node's β weight
         W = W * edge_weights.detach().float().cpu()[:, None]
+    for edge, op in excluded:  # (edge, op name) weighed 0: P-DARTS's skip cap
+        W[edge, primitives.index(op)] = 0.0
     W = W.tolist()
     none = primitives.index("none") if "none" in primitives else None
     ops = [o for o in range(len(primitives)) if o != none]  # candidates, `none` out

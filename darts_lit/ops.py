@@ -2,7 +2,7 @@
 
 # %% auto #0
 __all__ = ['OPS', 'PRIMITIVES', 'ReLUConvBN', 'DilConv', 'SepConv', 'Identity', 'Zero',
-           'FactorizedReduce', 'make_op', 'count_parameters']
+           'NoiseOp', 'FactorizedReduce', 'make_op', 'count_parameters']
 
 # %% ../book/02_ops.md #644eb4c5
 import torch
@@ -57,7 +57,7 @@ class SepConv(nn.Module):
     def forward(self, x):
         return self.op(x)
 
-# %% ../book/02_ops.md #b45e058a
+# %% ../book/02_ops.md #87b19e1c
 class Identity(nn.Module):
     """The skip connection: returns its input."""
 
@@ -76,6 +76,18 @@ class Zero(nn.Module):
         if self.stride == 1:
             return x.mul(0.0)
         return x[:, :, :: self.stride, :: self.stride].mul(0.0)
+
+
+class NoiseOp(nn.Module):
+    """R-DARTS's `noise` op: standard normal noise of the (strided) input's shape."""
+
+    def __init__(self, stride, mean=0.0, std=1.0):
+        super().__init__()
+        self.stride, self.mean, self.std = stride, mean, std
+
+    def forward(self, x):
+        x = x if self.stride == 1 else x[:, :, :: self.stride, :: self.stride]
+        return torch.randn_like(x) * self.std + self.mean  # ignores x's values
 
 # %% ../book/02_ops.md #9082e5e5
 class FactorizedReduce(nn.Module):
@@ -97,7 +109,7 @@ class FactorizedReduce(nn.Module):
         shifted = F.pad(x, (0, 1, 0, 1))[:, :, 1:, 1:]
         return self.bn(torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1))
 
-# %% ../book/02_ops.md #e23bdfb8
+# %% ../book/02_ops.md #ecf0fbbd
 OPS = {
     "none": lambda C, stride, affine: Zero(stride),
     "avg_pool_3x3": lambda C, stride, affine: nn.AvgPool2d(
@@ -116,6 +128,7 @@ OPS = {
         nn.Conv2d(C, C, (7, 1), stride=(stride, 1), padding=(3, 0), bias=False),
         nn.BatchNorm2d(C, affine=affine),
     ),
+    "noise": lambda C, stride, affine: NoiseOp(stride),
 }
 
 # %% ../book/02_ops.md #905221e9

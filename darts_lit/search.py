@@ -4,9 +4,10 @@
 __all__ = ['check_hvp', 'SearchConfig', 'SearchParts', 'single_level_loader',
            'build_search', 'seed_loaders', 'search_epoch', 'single_level_step',
            'evaluate_supernet', 'alpha_weights', 'beta_weights', 'epoch_record',
-           'save_search', 'resume_search', 'search']
+           'save_search', 'resume_search', 'early_stop_epoch', 'search_result',
+           'search']
 
-# %% ../book/08_search.md #bc1bdad1
+# %% ../book/08_search.md #83f55f12
 import functools
 import itertools
 import time
@@ -16,14 +17,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import distributed, runs, utils
+from . import collapse, distributed, runs, utils
 from .architect import HVP_METHODS, Architect
 from .config import RunConfig, config_error, option, option_name, validate
 from .data import get_dataset, search_loaders
 from .genotypes import genotype_to_dict
 from .model_search import Network
 
-# %% ../book/08_search.md #d5079a38
+# %% ../book/08_search.md #4213ffc5
 def check_hvp(config) -> None:
     """`hvp='exact'` needs the second-order step: the rule of every DARTS search."""
     if config.hvp == "exact" and not config.unrolled:
@@ -51,6 +52,10 @@ class SearchConfig(RunConfig):
     layers: int = option(8, "number of cells", ge=1, paper=True, group="network")
     steps: int = option(4, "intermediate nodes per cell", ge=1, paper=True,
                         group="network", flag="--nodes", metavar="N")
+    space: str = option("darts", "candidate operations of every edge: DARTS's eight, "
+                        "or R-DARTS's reduced spaces s2, s3, s4 (collapse chapter)",
+                        choices=tuple(collapse.SPACES), paper=True,
+                        group="network")
     partial_channels: int = option(1, "PC-DARTS's K: 1/K of each edge's channels go "
                                    "through the mixed operation, the rest bypass it; "
                                    "1: DARTS", ge=1, group="network", metavar="K")
@@ -88,6 +93,22 @@ class SearchConfig(RunConfig):
                                    "E[LAT at uniform α] added to the validation loss "
                                    "(latency chapter); 0: plain DARTS", ge=0,
                                    group="architecture", metavar="KAPPA")
+    hessian_batches: int = option(0, "validation batches over which λ_max of "
+                                  "∇²_α L_valid is computed after every epoch "
+                                  "(collapse chapter); 0: not computed", ge=0,
+                                  group="collapse", metavar="N")
+    early_stop: str = option("none", "stop the search early: DARTS-ES (λ_max grew; "
+                             "needs hessian_batches) or DARTS+ (2 skip connections, "
+                             "or a stable ranking of α)",
+                             choices=("none", "darts_es", "darts_plus"),
+                             group="collapse", metavar="RULE")
+    max_skips: int | None = option(None, "P-DARTS: at most this many skip connections "
+                                   "in the derived normal cell (paper: 2; None: no "
+                                   "cap)", ge=0, group="collapse", metavar="M")
+    sdarts_epsilon: float = option(0.0, "SDARTS-RS: weight steps see softmax(α) plus "
+                                   "uniform noise of radius rising linearly to this "
+                                   "(paper's code: 0.3); 0: off", ge=0, lt=1,
+                                   group="collapse", metavar="EPS")
     seed: int = option(2, "random seed (as the paper's code)", ge=0)
     deterministic: bool = option(True, "cuDNN: deterministic kernels, no autotuning")
 
@@ -102,6 +123,17 @@ class SearchConfig(RunConfig):
             raise config_error(self, "partial_channels", "must divide the "
                                f"{self.init_channels} initial channels, got "
                                f"{self.partial_channels}")
+        if self.early_stop == "darts_es" and not self.hessian_batches:
+            raise config_error(self, "early_stop", "'darts_es' watches λ_max: give "
+                               f"{option_name(type(self), 'hessian_batches')} ≥ 1")
+        if self.sdarts_epsilon and self.single_level:
+            raise config_error(self, "sdarts_epsilon", "perturbs the weight step of "
+                               "the bilevel search; it cannot be combined with "
+                               f"{option_name(type(self), 'single_level')}")
+        if self.space != "darts" and self.latency_weight:
+            raise config_error(self, "space", "must be 'darts' with "
+                               f"{option_name(type(self), 'latency_weight')}: the "
+                               "latency objective measures DARTS's eight operations")
         if self.edge_normalization and self.latency_weight:
             raise config_error(self, "edge_normalization", "cannot be combined with "
                                f"{option_name(type(self), 'latency_weight')}: the "
@@ -112,7 +144,7 @@ class SearchConfig(RunConfig):
                                f"{self.multiplier}")
         super().check()  # the device
 
-# %% ../book/08_search.md #762fe5d7
+# %% ../book/08_search.md #d18ee0a9
 @dataclass
 class SearchParts:
     """The objects of a running search."""
@@ -126,6 +158,7 @@ class SearchParts:
     info: object
     device: torch.device
     net: nn.Module | None = None  # what the weight step calls: DDP or the model
+    hessian_batches: list | None = None  # [(x, y), ...] of λ_max, or None
 
 
 def single_level_loader(data, config: SearchConfig) -> torch.utils.data.DataLoader:
@@ -159,7 +192,8 @@ def build_search(config: SearchConfig, arch_objective=None) -> SearchParts:
                                       edge_norm=config.edge_normalization)
     model = network(config.init_channels, info.num_classes, config.layers,
                     steps=config.steps, multiplier=config.multiplier or config.steps,
-                    in_channels=info.in_channels, **pc).to(device)
+                    in_channels=info.in_channels,
+                    primitives=collapse.SPACES[config.space], **pc).to(device)
     distributed.broadcast_(model.arch_parameters())  # the same α everywhere
     if config.latency_weight:  # the additive latency term of chapter 12_latency_darts
         from darts_lit.latency_darts import search_latency_objective
@@ -186,8 +220,15 @@ def build_search(config: SearchConfig, arch_objective=None) -> SearchParts:
                           arch_objective=arch_objective,
                           grad_reduce=distributed.all_reduce_mean)
     net = distributed.data_parallel(model, device, ignore=model.arch_parameters())
+    hessian = None  # the fixed batches of λ_max (chapter 08_collapse)
+    if config.hessian_batches:
+        if distributed.is_distributed():
+            raise config_error(config, "hessian_batches", "runs on one process; "
+                               "start the search without torchrun")
+        hessian = collapse.fixed_batches(valid_loader or train_loader,
+                                         config.hessian_batches, config.seed)
     return SearchParts(model, w_optimizer, scheduler, architect, train_loader,
-                       valid_loader, info, device, net)
+                       valid_loader, info, device, net, hessian)
 
 # %% ../book/08_search.md #88e569d1
 def seed_loaders(loaders, seed: int, epoch: int) -> None:
@@ -218,7 +259,7 @@ def _weight_backward(loss, weights, alphas, net=None) -> None:
     for a, g in zip(alphas, kept, strict=True):
         a.grad = g
 
-# %% ../book/08_search.md #54489d49
+# %% ../book/08_search.md #ae1fb3d5
 def _check_named(name, value, *, where, hint):
     utils.check_finite(value, name, where, hint)
 
@@ -236,6 +277,10 @@ def search_epoch(parts: SearchParts, config: SearchConfig, epoch: int, lr: float
     weights = model.weights()
     hint = (f"the learning rate (now {lr:.3g}; α: {config.arch_learning_rate:.3g}) is "
             "probably too large")
+    perturb = None  # SDARTS-RS: the weight step sees softmax(α) + U[−ε, ε]
+    if config.sdarts_epsilon:
+        eps = collapse.sdarts_radius(epoch, config.epochs, config.sdarts_epsilon)
+        perturb = collapse.random_smoothing(eps)
     batches = itertools.islice(parts.train_loader, n)
     bar = distributed.progress(batches, f"epoch {epoch + 1}", total=n)
     for step, (x, y) in enumerate(bar):
@@ -255,7 +300,7 @@ def search_epoch(parts: SearchParts, config: SearchConfig, epoch: int, lr: float
         utils.check_finite(distributed.sum_over_ranks(arch_loss),
                            "validation loss (architecture step)", where, hint)
         opt.zero_grad(set_to_none=True)
-        logits = (parts.net or model)(x)  # [B, num_classes]
+        logits = (parts.net or model)(x, perturb=perturb)  # [B, num_classes]
         loss = nn.functional.cross_entropy(logits, y)
         utils.check_finite(distributed.sum_over_ranks(loss),
                            "training loss (weight step)", where, hint)
@@ -310,7 +355,7 @@ def evaluate_supernet(model, loader, device, max_steps=None,
         return tuple(distributed.reduce_meters({"loss": loss_m, "acc": acc_m}).values())
     return loss_m.avg, acc_m.avg
 
-# %% ../book/08_search.md #0f92a6bb
+# %% ../book/08_search.md #72b75c49
 def alpha_weights(model) -> dict:
     """softmax(α) of each cell type as nested lists (JSON-ready)."""
     return {"normal": model.alphas_normal.detach().softmax(-1).cpu().tolist(),
@@ -337,13 +382,17 @@ def epoch_record(parts: SearchParts, config, epoch, lr, stats, seconds) -> dict:
                                                   parts.device,
                                                   config.max_steps_per_epoch,
                                                   sharded=True)
+    model = parts.model
+    genotype = (model.genotype() if config.max_skips is None
+                else collapse.capped_genotype(model, config.max_skips))  # P-DARTS's cap
     return {"epoch": epoch + 1, "lr": lr, **stats, "valid_loss": valid_loss,
             "valid_acc": valid_acc, "seconds": seconds,
-            "genotype": genotype_to_dict(parts.model.genotype()),
-            "alphas": alpha_weights(parts.model),
-            **({"betas": b} if (b := beta_weights(parts.model)) else {})}
+            "genotype": genotype_to_dict(genotype), "primitives": model.primitives,
+            "alphas": alpha_weights(model),
+            **({"betas": b} if (b := beta_weights(model)) else {}),
+            **collapse.epoch_diagnostics(model, parts.hessian_batches, config.seed)}
 
-# %% ../book/08_search.md #aec5ff0a
+# %% ../book/08_search.md #c74644bc
 def save_search(out_dir, parts: SearchParts, config, epoch: int, history) -> None:
     """Write checkpoint.pt, history.json and genotype.json to `out_dir`, atomically."""
     out = Path(out_dir)
@@ -353,7 +402,7 @@ def save_search(out_dir, parts: SearchParts, config, epoch: int, history) -> Non
         **utils.training_state(parts.model, optimizers, parts.scheduler))
     utils.atomic_save(state, out / runs.CHECKPOINT)
     utils.save_json(history, out / "history.json")
-    utils.save_json(history[-1]["genotype"], out / "genotype.json")
+    utils.save_json(search_result(history), out / "genotype.json")
 
 
 def resume_search(out_dir, parts: SearchParts, config) -> tuple[int, list]:
@@ -364,7 +413,27 @@ def resume_search(out_dir, parts: SearchParts, config) -> tuple[int, list]:
     utils.restore_training_state(state, parts.model, optimizers, parts.scheduler)
     return state["epoch"], state["history"]
 
-# %% ../book/08_search.md #0a340bcb
+# %% ../book/08_search.md #c7d6e8d0
+def early_stop_epoch(history: list, config) -> int | None:
+    """The epoch whose genotype is the result if `config.early_stop`'s rule fires
+    after the last record of `history`, else None."""
+    if config.early_stop == "darts_es":
+        return collapse.darts_es_stop([r["lambda_max"] for r in history])
+    if config.early_stop == "darts_plus":
+        rankings = [collapse.op_ranking(r["alphas"]["normal"] + r["alphas"]["reduce"],
+                                        r["primitives"]) for r in history]
+        if collapse.darts_plus_stop([r["skips"] for r in history], rankings):
+            return history[-1]["epoch"]
+    return None
+
+
+def search_result(history: list) -> dict:
+    """The genotype (as a dict) a search returns: the last epoch's, or the one its
+    early-stopping rule chose."""
+    stop = history[-1].get("early_stop")
+    return history[(stop["genotype_epoch"] if stop else len(history)) - 1]["genotype"]
+
+# %% ../book/08_search.md #190ced73
 def search(config: SearchConfig | None = None, arch_objective=None,
            stop_after_epoch: int | None = None, on_epoch_end=None,
            **overrides) -> list[dict]:
@@ -377,6 +446,8 @@ def search(config: SearchConfig | None = None, arch_objective=None,
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     parts = build_search(config, arch_objective)
     start, history = resume_search(out, parts, config) if config.resume else (0, [])
+    if history and "early_stop" in history[-1]:  # stopped by its rule: nothing to do
+        return history
     last = config.epochs if stop_after_epoch is None else min(config.epochs,
                                                                stop_after_epoch)
     main = distributed.is_main()
@@ -391,9 +462,16 @@ def search(config: SearchConfig | None = None, arch_objective=None,
         if on_epoch_end is not None:
             on_epoch_end(record, parts)
         history.append(record)
+        if (chosen := early_stop_epoch(history, config)) is not None:
+            record["early_stop"] = {"rule": config.early_stop, "genotype_epoch": chosen}
         if config.verbose and main:
             utils.print_epoch(epoch + 1, config.epochs, {k: record[k] for k in (
                 "train_acc", "valid_acc", "train_loss", "valid_loss", "lr")})
         if out is not None and main:
             save_search(out, parts, config, epoch + 1, history)
+        if "early_stop" in record:
+            if config.verbose and main:
+                print(f"{config.early_stop} stops the search; the result is the "
+                      f"genotype of epoch {chosen}")
+            break
     return history

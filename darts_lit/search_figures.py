@@ -30,14 +30,14 @@ def plot_search_history(histories: dict, ax=None):
     ax.grid(alpha=0.3)
     return ax
 
-# %% ../book/08_search_figures.md #c7e999e4
+# %% ../book/08_search_figures.md #c71d1983
 def plot_alpha_history(history, part: str = "normal", primitives=None, ax=None):
     """Mean softmax(α) of each op over the edges of a cell type, against epoch."""
     import matplotlib.pyplot as plt
 
     from darts_lit.ops import PRIMITIVES
 
-    primitives = primitives or PRIMITIVES
+    primitives = primitives or history[-1].get("primitives") or PRIMITIVES
     w = torch.tensor([r["alphas"][part] for r in history])  # [epochs, edges, ops]
     mean = w.mean(1)  # [epochs, ops]
     if ax is None:
@@ -53,13 +53,17 @@ def plot_alpha_history(history, part: str = "normal", primitives=None, ax=None):
     ax.grid(alpha=0.3)
     return ax
 
-# %% ../book/08_search_figures.md #d9eb3fd8
+# %% ../book/08_search_figures.md #a9bde96c
 def save_search_plots(history, out_dir) -> list[Path]:
-    """Accuracy, α-over-epochs, α heat maps and cell drawings of a search, as PNGs."""
+    """Accuracy, α-over-epochs, α heat maps, cell drawings and collapse diagnostics of
+    a search, as PNGs."""
     import matplotlib.pyplot as plt
 
+    from darts_lit.collapse import plot_collapse
     from darts_lit.genotypes import genotype_from_dict, plot_alphas, plot_cell
+    from darts_lit.ops import PRIMITIVES
     from darts_lit.runs import save_figure
+    from darts_lit.search import search_result
 
     out, written = Path(out_dir), []
 
@@ -69,16 +73,19 @@ def save_search_plots(history, out_dir) -> list[Path]:
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     save(plot_search_history({"search": history}, ax=ax).figure, "accuracy.png")
-    g = genotype_from_dict(history[-1]["genotype"], validate=False)
+    g = genotype_from_dict(search_result(history), validate=False)
+    names = history[-1].get("primitives") or PRIMITIVES  # the columns of α
     for part in ("normal", "reduce"):
         fig, ax = plt.subplots(figsize=(6, 3.5))
         plot_alpha_history(history, part, ax=ax)
         save(fig, f"alpha_history_{part}.png")
         w = torch.tensor(history[-1]["alphas"][part])  # softmax(α) [edges, ops]
-        save(plot_alphas(w.log(), title=f"softmax(α), {part} cell").figure,
+        save(plot_alphas(w.log(), names, title=f"softmax(α), {part} cell").figure,
              f"alphas_{part}.png")
         fig, ax = plt.subplots(figsize=(6, 3.8))
         plot_cell(getattr(g, part), getattr(g, f"{part}_concat"), ax=ax,
                   title=f"{part} cell")
         save(fig, f"cell_{part}.png")
+    if "skips" in history[-1]:  # a history with the collapse diagnostics
+        save(plot_collapse(history)[0].figure, "collapse.png")
     return written

@@ -116,3 +116,28 @@ def test_python_dash_m():
     r = subprocess.run([sys.executable, "-m", "darts_lit", "--version"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "darts_lit" in r.stdout
+
+
+def test_collapse_options_in_help_and_in_a_run(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["search", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "collapse: diagnostics and remedies:" in text
+    for flag in ("--space {darts,s2,s3,s4}", "--hessian-batches N",
+                 "--early-stop RULE", "--max-skips M", "--sdarts-epsilon EPS"):
+        assert flag in text, flag
+    out = tmp_path / "run"
+    assert main(["search", *TINY, "--space", "s3", "--hessian-batches", "1",
+                 "--max-skips", "0", "--sdarts-epsilon", "0.3", "--out",
+                 str(out)]) == 0
+    history = json.loads((out / "history.json").read_text())
+    assert all(isinstance(r["lambda_max"], float) for r in history)
+    g = load_genotype(out / "genotype.json")
+    assert {op for op, _ in g.normal} <= {"sep_conv_3x3"}  # S3, no skips: conv only
+    assert (out / "collapse.png").stat().st_size > 0
+    capsys.readouterr()
+    assert main(["search", *TINY, "--early-stop", "darts_es", "--out",
+                 str(tmp_path / "bad")]) == 1
+    assert ("--early-stop: 'darts_es' watches λ_max: give --hessian-batches ≥ 1"
+            in capsys.readouterr().err)
+    assert not (tmp_path / "bad").exists()

@@ -64,6 +64,35 @@ def test_training_outputs_grads_and_bn_stats_agree(off, C, steps, size):
     assert fast.alphas_normal.grad.abs().sum() > 0  # the check is not vacuous
 
 
+# (not S4: its noise ops draw in a different order, source by source vs edge by edge)
+@pytest.mark.parametrize("k,edge_norm,space", [(2, True, "darts"), (4, False, "darts"),
+                                               (4, True, "s3"), (2, True, "s2")])
+def test_pc_darts_fast_cell_agrees_with_its_plain_cell(k, edge_norm, space):
+    """Partial channels on the fast path: outputs, every gradient (α, β, weights) and
+    BatchNorm statistics over two steps, under SDARTS's perturbation too."""
+    from darts_lit.collapse import SPACES
+    from darts_lit.pc_darts import PCNetwork
+
+    torch.manual_seed(0)
+    fast = PCNetwork(8, 5, 3, steps=3, multiplier=3, k=k, edge_norm=edge_norm,
+                     primitives=SPACES[space]).double()
+    plain = copy.deepcopy(fast)
+    plain.impl = "plain"
+    assert (fast.impl, plain.impl) == ("fast", "plain")
+    x, y = batch(size=16)
+    for step in range(2):
+        losses = []
+        for m in (fast, plain):
+            m.zero_grad()
+            out = m(x, perturb=(lambda w: w + 0.05 * w.flip(-1)) if step else None)
+            loss = torch.nn.functional.cross_entropy(out, y)
+            loss.backward()
+            losses.append(loss)
+        torch.testing.assert_close(*losses)
+        assert_same_state(fast, plain)
+    assert all(a.grad.abs().sum() > 0 for a in fast.arch_parameters())
+
+
 @pytest.mark.parametrize("C", [3, 8])
 def test_eval_mode_uses_each_edges_own_statistics(C):
     fast, plain = twins(C=C, steps=2)

@@ -80,7 +80,7 @@ def test_primitives_in_reference_order():
     assert PRIMITIVES == ["none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",
                           "sep_conv_3x3", "sep_conv_5x5",
                           "dil_conv_3x3", "dil_conv_5x5"]
-    assert set(PRIMITIVES) | {"sep_conv_7x7", "conv_7x1_1x7"} == set(OPS)
+    assert set(PRIMITIVES) | {"sep_conv_7x7", "conv_7x1_1x7", "noise"} == set(OPS)
 
 
 @pytest.mark.parametrize("stride", [1, 2])

@@ -51,9 +51,13 @@ def _same(a, b):
 PC = dict(partial_channels=2, edge_normalization=True)
 
 
+COLLAPSE = dict(space="s3", hessian_batches=1, max_skips=1, sdarts_epsilon=0.3)
+
+
 @pytest.mark.parametrize("settings", [dict(unrolled=False), dict(unrolled=True),
                                       dict(single_level=True), PC,
-                                      dict(PC, unrolled=True)])
+                                      dict(PC, unrolled=True), COLLAPSE,
+                                      dict(PC, space="s4", hessian_batches=1)])
 def test_resume_is_bit_exact(tmp_path, settings):
     cfg = replace(TINY, **settings)
     straight = search(cfg, out_dir=str(tmp_path / "a"))

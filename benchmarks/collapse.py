@@ -1,0 +1,114 @@
+"""DARTS's collapse and its remedies, side by side on the same budget, over seeds.
+
+    python benchmarks/collapse.py                          # S2 on the 8x8 digits
+    python benchmarks/collapse.py --space s3 --seeds 1 2 3 4
+    python benchmarks/collapse.py --dataset cifar10 --methods darts sdarts
+
+For every seed, one search per method in a space where DARTS tends to collapse
+(R-DARTS's S2 by default: skip connection or 3x3 separable convolution on each edge),
+with the same settings and budget (`SearchConfig`, the method's settings changed), λ_max
+of the validation loss's Hessian in α recorded after every epoch on --hessian-batches
+fixed validation batches (chapter *When the search collapses*):
+
+- darts: vanilla first-order DARTS;
+- darts_es: DARTS-ES, stopped when the smoothed λ_max grows (R-DARTS, T = 0.75,
+  window and lag 5: it cannot fire before epoch 12);
+- darts_plus: DARTS+, stopped at 2 skip connections or a stable ranking (10 epochs);
+- pdarts_cap: P-DARTS's cap of 2 skip connections at derivation;
+- sdarts: SDARTS-RS, weight steps on softmax(α) + U[-ε, ε], ε rising to 0.3;
+- l2: R-DARTS's stronger weight decay on w, 9 times the default (27e-4).
+
+The result of each search (`search_result`: with early stopping, the epoch the rule
+chose) is trained from scratch briefly (a small `NetworkCIFAR`) and tested. Per method
+and seed the table lists the epochs run, the skip connections of the result's normal
+cell, λ_max at the first and last epoch, and the test accuracy; then per method the
+means (and the accuracy's standard deviation) over seeds. The last line is exactly
+`<method>_acc=<mean> ... <method>_skips=<mean> ... <method>_lam=<mean last λ_max> ...`
+for the methods run, in the order of --methods.
+"""
+
+import argparse
+import statistics
+
+import torch
+from search_variants import train_cell
+
+from darts_lit.search import SearchConfig, search, search_result
+
+METHODS = {"darts": {}, "darts_es": {"early_stop": "darts_es"},
+           "darts_plus": {"early_stop": "darts_plus"}, "pdarts_cap": {"max_skips": 2},
+           "sdarts": {"sdarts_epsilon": 0.3}, "l2": {"weight_decay": 27e-4}}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """Command-line options."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--dataset", default="digits", choices=("digits", "cifar10"))
+    p.add_argument("--space", default="s2", choices=("darts", "s2", "s3", "s4"))
+    p.add_argument("--methods", nargs="+", choices=tuple(METHODS),
+                   default=list(METHODS))
+    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    p.add_argument("--search-epochs", type=int, default=16)
+    p.add_argument("--steps-per-epoch", type=int, default=10,
+                   help="batches per search epoch (0: the whole split)")
+    p.add_argument("--hessian-batches", type=int, default=1)
+    p.add_argument("--train-epochs", type=int, default=3)
+    p.add_argument("--init-channels", type=int, default=8)
+    p.add_argument("--layers", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--threads", type=int, default=None)
+    args = p.parse_args(argv)
+    if min(args.search_epochs, args.train_epochs, args.init_channels,
+           args.hessian_batches) < 1 or args.layers < 3 or args.steps_per_epoch < 0:
+        p.error("epochs, --init-channels and --hessian-batches must be ≥ 1, "
+                "--layers ≥ 3, --steps-per-epoch ≥ 0")
+    return args
+
+
+def run(method: str, seed: int, args) -> dict:
+    """Search with `method`, train its result briefly; epochs, skips, λ_max, acc."""
+    cfg = SearchConfig(dataset=args.dataset, space=args.space,
+                       epochs=args.search_epochs, batch_size=args.batch_size,
+                       init_channels=args.init_channels,
+                       layers=args.layers, seed=seed, verbose=False, device="cpu",
+                       max_steps_per_epoch=args.steps_per_epoch or None,
+                       hessian_batches=args.hessian_batches, **METHODS[method])
+    history = search(cfg)
+    genotype = search_result(history)
+    ops = [op for op, _ in genotype["normal"]]
+    return {"epochs": len(history), "skips": ops.count("skip_connect"),
+            "lam": [r["lambda_max"] for r in history],
+            "stop": (history[-1].get("early_stop") or {}).get("genotype_epoch"),
+            "acc": train_cell(genotype, seed, args), "normal": ops}
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    results = {m: [run(m, s, args) for s in args.seeds] for m in args.methods}
+    print(f"{args.dataset}, space {args.space}: search {args.search_epochs} epochs x "
+          f"{args.steps_per_epoch or 'all'} steps, C={args.init_channels}, "
+          f"{args.layers} cells, λ_max on {args.hessian_batches} batch(es); results "
+          f"trained {args.train_epochs} epochs")
+    for m, rows in results.items():
+        for seed, r in zip(args.seeds, rows, strict=True):
+            stop = f", result of epoch {r['stop']}" if r["stop"] else ""
+            print(f"{m:10s} seed {seed}: {r['epochs']:2d} epochs{stop}, skips "
+                  f"{r['skips']}, λ_max {r['lam'][0]:.4f} -> {r['lam'][-1]:.4f}, "
+                  f"test acc {r['acc']:5.1f}%  {' '.join(r['normal'])}")
+    means = {}
+    for m, rows in results.items():
+        accs = [r["acc"] for r in rows]
+        sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
+        means[m] = (statistics.mean(accs), statistics.mean(r["skips"] for r in rows),
+                    statistics.mean(r["lam"][-1] for r in rows))
+        print(f"{m:10s} mean: skips {means[m][1]:.2f}, last λ_max {means[m][2]:.4f}, "
+              f"test acc {means[m][0]:5.1f} ± {sd:4.1f}%")
+    print(" ".join(f"{m}_acc={means[m][0]:.2f}" for m in args.methods) + " "
+          + " ".join(f"{m}_skips={means[m][1]:.2f}" for m in args.methods) + " "
+          + " ".join(f"{m}_lam={means[m][2]:.4f}" for m in args.methods))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,289 @@
+"""Tests of darts_lit.collapse and its use in the search: λ_max, the reduced spaces, the
+skip cap, DARTS-ES, DARTS+, SDARTS-RS."""
+
+import json
+import math
+import random
+from dataclasses import replace
+
+import pytest
+import torch
+from torch.func import functional_call
+from torch.nn import functional as F
+
+from darts_lit.collapse import (
+    SPACES,
+    cap_skips,
+    capped_genotype,
+    darts_es_stop,
+    darts_plus_stop,
+    edge_entropy,
+    fixed_batches,
+    hessian_eigenvalue,
+    lanczos_max,
+    op_ranking,
+    random_smoothing,
+)
+from darts_lit.config import ConfigError
+from darts_lit.model_search import Network, derive_cell
+from darts_lit.ops import PRIMITIVES
+from darts_lit.pc_darts import PCNetwork, edge_weights
+from darts_lit.search import SearchConfig, early_stop_epoch, search, search_result
+
+TINY = SearchConfig(dataset="digits", epochs=2, batch_size=16, init_channels=2,
+                    layers=3, steps=2, multiplier=2, max_steps_per_epoch=2, seed=5,
+                    device="cpu", verbose=False)
+
+
+def _tiny_net(primitives=PRIMITIVES, seed=0):
+    torch.manual_seed(seed)
+    net = Network(2, 3, 3, steps=2, multiplier=2, stem_multiplier=1, in_channels=1,
+                  primitives=primitives).double()
+    with torch.no_grad():
+        for a in net.arch_parameters():
+            a.normal_(0, 0.5)
+    batches = [(torch.randn(3, 1, 6, 6, dtype=torch.float64), torch.randint(3, (3,)))
+               for _ in range(2)]
+    return net, batches
+
+
+def _dense_hessian(net, batches):
+    n_normal = net.alphas_normal.numel()
+
+    def loss_of(flat):
+        params = {"alphas_normal": flat[:n_normal].view_as(net.alphas_normal),
+                  "alphas_reduce": flat[n_normal:].view_as(net.alphas_reduce)}
+        return sum(F.cross_entropy(functional_call(net, params, (x,)), y)
+                   for x, y in batches) / len(batches)
+
+    flat = torch.cat([a.detach().flatten() for a in net.arch_parameters()])
+    return torch.autograd.functional.hessian(loss_of, flat, vectorize=True)
+
+
+@pytest.mark.parametrize("space", ["darts", "s2"])
+def test_lambda_max_equals_the_dense_hessians_largest_eigenvalue(space):
+    net, batches = _tiny_net(SPACES[space])
+    dense = _dense_hessian(net, batches)
+    assert dense.shape == (2 * 5 * len(SPACES[space]),) * 2
+    torch.testing.assert_close(dense, dense.T)  # a Hessian: symmetric
+    exact = torch.linalg.eigvalsh(dense)[-1].item()
+    lam = hessian_eigenvalue(net, batches, iters=80, tol=1e-10)
+    assert math.isclose(lam, exact, rel_tol=1e-4)
+    # the default budget (20 products, tolerance 1e-4) is already close
+    assert math.isclose(hessian_eigenvalue(net, batches), exact, rel_tol=1e-3)
+
+
+def test_lanczos_finds_the_largest_not_the_largest_in_magnitude():
+    g = torch.Generator().manual_seed(1)
+    U, _ = torch.linalg.qr(torch.randn(40, 40, generator=g, dtype=torch.float64))
+    d = torch.linspace(-10.0, 1.5, 40, dtype=torch.float64)  # |−10| > 1.5
+    A = U @ torch.diag(d) @ U.T
+    lam, used = lanczos_max(lambda v: A @ v, 40, iters=40, tol=1e-12, generator=g)
+    assert math.isclose(lam, 1.5, rel_tol=1e-9) and used <= 40
+
+
+def test_hessian_eigenvalue_leaves_model_and_random_state_unchanged():
+    net, batches = _tiny_net(SPACES["s4"])  # noise draws random numbers
+    net.eval()
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    rng = torch.get_rng_state()
+    hessian_eigenvalue(net, batches)
+    assert not net.training
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert all(torch.equal(v, state[k]) for k, v in net.state_dict().items())
+
+
+def test_fixed_batches_are_fixed_and_leave_the_random_state_alone():
+    from darts_lit.data import get_dataset, search_loaders
+
+    data, _ = get_dataset("digits", None, train=True, verbose=False)
+    _, valid = search_loaders(data, 16, 0.5, seed=3)
+    rng = torch.get_rng_state()
+    a, b = fixed_batches(valid, 2, seed=7), fixed_batches(valid, 2, seed=7)
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert len(a) == 2 and all(torch.equal(x, y) for (x, _), (y, _) in zip(a, b,
+                                                                           strict=True))
+    c = fixed_batches(valid, 2, seed=8)
+    assert not torch.equal(a[0][0], c[0][0])
+
+
+def test_edge_entropy_against_a_direct_sum():
+    alpha = torch.randn(14, 8, dtype=torch.float64)
+    p = alpha.softmax(-1)
+    want = torch.tensor([-sum(pi * math.log(pi) for pi in row) for row in p.tolist()],
+                        dtype=torch.float64)
+    torch.testing.assert_close(edge_entropy(alpha), want)
+    assert torch.allclose(edge_entropy(torch.zeros(3, 8)), torch.full((3,), math.log(8),
+                                                                      dtype=torch.float64))
+
+
+# ---- P-DARTS's skip cap -------------------------------------------------------
+def _skips(cell):
+    return [op for op, _ in cell].count("skip_connect")
+
+
+@pytest.mark.parametrize("trial", range(30))
+def test_cap_skips_properties_on_random_alpha(trial):
+    rng = random.Random(trial)
+    torch.manual_seed(trial)
+    alpha = torch.randn(14, 8)
+    alpha[:, PRIMITIVES.index("skip_connect")] += rng.uniform(0, 3)  # many skips
+    plain, m = derive_cell(alpha, 4), rng.randint(0, 3)
+    capped = cap_skips(alpha, 4, m)
+    assert _skips(capped) <= m
+    if _skips(plain) <= m:
+        assert capped == plain
+    else:  # the skips that stay are the strongest of the plain cell's skips
+        w = alpha.softmax(-1)[:, PRIMITIVES.index("skip_connect")]
+        starts = [0, 2, 5, 9]
+
+        def skip_weights(cell):
+            return sorted(w[starts[n // 2] + j].item() for n, (op, j) in
+                          enumerate(cell) if op == "skip_connect")
+
+        kept = skip_weights(capped)
+        assert kept == skip_weights(plain)[len(skip_weights(plain)) - len(kept):]
+
+
+def test_cap_skips_on_a_hand_built_pc_darts_cell():
+    # node 2: both inputs skips, 0→2 (0.9) stronger than 1→2 (0.6); β favours them
+    alpha = torch.full((5, 8), -4.0)
+    s, c = PRIMITIVES.index("skip_connect"), PRIMITIVES.index("dil_conv_3x3")
+    alpha[0, s], alpha[0, c] = 2.0, 0.0
+    alpha[1, s], alpha[1, c] = 1.0, 0.6
+    alpha[2:, c] = 1.0  # node 3: convolutions
+    beta = torch.tensor([0.0, 0.0, 0.0, 0.0, 0.0])
+    assert derive_cell(alpha, 2, edge_weights=edge_weights(beta, 2))[:2] == [
+        ("skip_connect", 0), ("skip_connect", 1)]
+    capped = cap_skips(alpha, 2, 1, edge_weights=edge_weights(beta, 2))
+    assert capped[:2] == [("skip_connect", 0), ("dil_conv_3x3", 1)]
+
+    net = PCNetwork(4, 10, 3, steps=2, multiplier=2, in_channels=1, k=2)
+    with torch.no_grad():
+        net.alphas_normal.copy_(alpha)
+        net.betas_normal.copy_(beta)
+    g = capped_genotype(net, 1)
+    assert g.normal == capped and g.reduce == net.genotype().reduce
+
+
+# ---- early stopping -----------------------------------------------------------------
+def test_darts_es_on_synthetic_sequences():
+    assert darts_es_stop([]) is None and darts_es_stop([1.0] * 40) is None
+    assert darts_es_stop([-1.0] * 10 + [-0.1] * 10) is None  # no ratio of signs
+    slow = [1.0 + 0.01 * t for t in range(40)]  # grows, but less than 1/0.75 in 5
+    assert all(darts_es_stop(slow[:t]) is None for t in range(41))
+    jump = [1.0] * 10 + [3.0] * 10
+    fired = [darts_es_stop(jump[:t]) for t in range(1, 21)]
+    t = next(i for i, e in enumerate(fired, 1) if e is not None)
+    # after 11 epochs the newest centred mean is that of 0-based epoch 8,
+    # (1 + 1 + 1 + 1 + 3) / 5 = 1.4 ≥ 1/0.75; five epochs earlier (0-based 3) λ̄ = 1:
+    # the result is the 4th epoch. After 10 epochs every mean is 1.
+    assert (t, fired[t - 1]) == (11, 4)
+    # a window of 1 and k = 1: a plain ratio of consecutive values
+    assert darts_es_stop([1.0, 1.0, 2.0], window=1, k=1) == 2
+    assert darts_es_stop([1.0, 1.0, 1.3], window=1, k=1) is None
+
+
+def test_darts_plus_on_synthetic_sequences():
+    assert darts_plus_stop([0, 1, 2], [[(1,)]] * 3)
+    assert not darts_plus_stop([0, 1, 1], [[(1,)], [(2,)], [(1,)]])
+    assert darts_plus_stop([0, 1], [[(1,)]] * 2, max_skips=1)
+    ranks = [[(1, 2)]] * 3 + [[(2, 1)]] * 10
+    assert not darts_plus_stop([0] * 12, ranks[:12])
+    assert darts_plus_stop([0] * 13, ranks)
+    assert op_ranking([[0.5, 0.1, 0.2, 0.3]], SPACES["s3"] + ["sep_conv_5x5"]) == [
+        (3, 2)]
+
+
+def test_early_stop_epoch_and_search_result_pick_the_rules_epoch():
+    cfg = replace(TINY, hessian_batches=1, early_stop="darts_es")
+    history = [{"epoch": e + 1, "lambda_max": lam, "genotype": {"e": e + 1}}
+               for e, lam in enumerate([1.0] * 10 + [3.0] * 2)]
+    assert early_stop_epoch(history[:10], cfg) is None
+    assert early_stop_epoch(history[:11], cfg) == 4  # see the test above
+    assert early_stop_epoch(history, cfg) == 5
+    assert early_stop_epoch(history, replace(cfg, early_stop="none")) is None
+    history[-1]["early_stop"] = {"rule": "darts_es", "genotype_epoch": 5}
+    assert search_result(history) == {"e": 5}
+    assert search_result(history[:11]) == {"e": 11}
+
+
+def test_darts_plus_stops_where_the_skips_reach_two_and_stays_stopped(tmp_path):
+    cfg = replace(TINY, space="s2", epochs=4)
+    free = search(cfg)  # the same search without the rule: it runs every epoch
+    first = next(r["epoch"] for r in free if r["skips"] >= 2)  # S2 does collapse here
+    assert 1 < first < 4
+    stopped = search(cfg, early_stop="darts_plus", out_dir=str(tmp_path))
+    assert len(stopped) == first
+    assert stopped[-1]["early_stop"] == {"rule": "darts_plus", "genotype_epoch": first}
+    for r, s in zip(free, stopped, strict=False):  # the rule changes nothing else
+        s = {k: v for k, v in s.items() if k != "early_stop"}
+        assert {**r, "seconds": 0} == {**s, "seconds": 0}
+    saved = json.loads((tmp_path / "genotype.json").read_text())
+    assert saved == search_result(stopped) == free[first - 1]["genotype"]
+    assert search(cfg, early_stop="darts_plus", out_dir=str(tmp_path),
+                  resume=True) == stopped  # a stopped run stays stopped
+
+
+# ---- the search with the new settings -----------------------------------------
+def test_diagnostics_do_not_change_the_search():
+    plain = search(TINY, space="s4")  # noise ops draw random numbers
+    watched = search(TINY, space="s4", hessian_batches=1)
+    for p, w in zip(plain, watched, strict=True):
+        assert p["lambda_max"] is None and isinstance(w["lambda_max"], float)
+        assert {**p, "seconds": 0, "lambda_max": 0} == {**w, "seconds": 0,
+                                                        "lambda_max": 0}
+
+
+def test_records_hold_the_diagnostics_of_the_space():
+    history = search(TINY, space="s3", max_skips=0)
+    for r in history:
+        assert r["primitives"] == SPACES["s3"]
+        assert torch.tensor(r["alphas"]["normal"]).shape == (5, 3)
+        assert all(op in ("skip_connect", "sep_conv_3x3") for op, _ in
+                   r["genotype"]["normal"])
+        assert "skip_connect" not in [op for op, _ in r["genotype"]["normal"]]
+        assert 0 <= r["skips"] <= r["parameter_free"] <= 4  # counted before the cap
+        want = edge_entropy(torch.tensor(r["alphas"]["normal"]).log())
+        torch.testing.assert_close(torch.tensor(r["entropy"]["normal"],
+                                                dtype=torch.float64), want, rtol=1e-5,
+                                   atol=1e-6)
+
+
+def test_sdarts_perturbs_the_weight_step_only():
+    base = replace(TINY, epochs=1, max_steps_per_epoch=1)
+    plain, smooth = search(base), search(base, sdarts_epsilon=0.5)
+    # one step: the α step comes first, from the same weights, so α is the same ...
+    assert plain[0]["alphas"] == smooth[0]["alphas"]
+    # ... while the weight step saw perturbed architecture weights
+    assert plain[0]["train_loss"] != smooth[0]["train_loss"]
+    two = replace(base, max_steps_per_epoch=2)
+    assert search(two)[0]["alphas"] != search(two, sdarts_epsilon=0.5)[0]["alphas"]
+
+
+def test_random_smoothing_distribution():
+    torch.manual_seed(0)
+    w = torch.full((400, 500), 0.25)
+    d = random_smoothing(0.2)(w) - w
+    assert d.abs().max() <= 0.2 + 1e-7
+    assert abs(d.mean().item()) < 2e-3 and abs(d.var().item() - 0.04 / 3) < 5e-4
+    hist = torch.histc(d, bins=4, min=-0.2, max=0.2) / d.numel()  # uniform: 1/4 each
+    assert torch.allclose(hist, torch.full((4,), 0.25), atol=5e-3)
+
+
+@pytest.mark.parametrize("bad, words", [
+    (dict(early_stop="darts_es"), "early_stop: 'darts_es' watches λ_max: give "
+     "hessian_batches ≥ 1"),
+    (dict(sdarts_epsilon=1.0), "sdarts_epsilon: must be a number ≥ 0 and < 1, got 1.0"),
+    (dict(sdarts_epsilon=0.3, single_level=True), "sdarts_epsilon: perturbs the "
+     "weight step"),
+    (dict(space="s9"), "space: must be one of darts, s2, s3, s4, got 's9'"),
+    (dict(space="s2", latency_weight=0.1), "space: must be 'darts' with "
+     "latency_weight"),
+    (dict(max_skips=-1), "max_skips: must be an integer ≥ 0, got -1"),
+    (dict(hessian_batches=-2), "hessian_batches: must be an integer ≥ 0, got -2"),
+])
+def test_bad_collapse_settings_name_the_option(bad, words):
+    with pytest.raises(ConfigError) as e:
+        search(TINY, **bad)
+    assert str(e.value).startswith(words), str(e.value)
