@@ -4,18 +4,20 @@
     python benchmarks/pc_darts.py --device cuda --batch-size 64 --budget-mib 10240
     python benchmarks/pc_darts.py --threads 1 --clock cpu --ks 1 4
 
-For each K, a `PCNetwork` (chapter *Partial channels: PC-DARTS*; with edge normalisation
-unless --no-edge-norm) takes first-order search steps (an architecture step with the
+For each K and each cell (--impls: PC-DARTS's plain cell, edge by edge, and its fast
+cell, which shares the candidates' work between the edges leaving a node), a
+`PCNetwork` (chapter *Partial channels: PC-DARTS*; with edge normalisation unless
+--no-edge-norm) takes first-order search steps (an architecture step with the
 `Architect`, then a weight step, as `search_epoch` takes them) on the same seeded random
-batch; K = 1 without edge normalisation is DARTS's plain network, and the row `darts`
-is the library's fast DARTS cell for reference. The repeats of all rows are
+batch; `K=1 plain` without edge normalisation is DARTS's plain network, and the row
+`darts` is the library's fast DARTS cell for reference. The repeats of all rows are
 interleaved and their medians reported. Peak memory is that of one first-order step
 above what was allocated before it (`darts_lit.timing.peak_memory`), measured at the
 batch size and at half of it; a straight line through the two gives the largest batch
 whose step fits --budget-mib, an estimate labelled as such. Sizes default to the
 paper's search (C=16, 8 cells, 32×32). The last line is exactly
 `memory_ratio_k4=<K4/K1> time_ratio_k4=<K4/K1> max_batch_k1=<n> max_batch_k4=<n>`
-(the ratios against K = 1, for the K values run).
+(K = 4 with the last cell of --impls against K = 1 plain, for the K values run).
 """
 
 import argparse
@@ -43,6 +45,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--image-size", type=int, default=32, help="paper size: 32")
     p.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4, 8],
                    help="the K values to compare (each must divide --init-channels)")
+    p.add_argument("--impls", nargs="+", choices=("plain", "fast"),
+                   default=["plain", "fast"], help="the PC-DARTS cells to compare")
     p.add_argument("--no-edge-norm", action="store_true",
                    help="without edge normalisation (K > 1 only)")
     p.add_argument("--budget-mib", type=float, default=4096.0,
@@ -65,10 +69,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def setup(name: str, k: int, batch: int, args, seed: int = 0) -> StepSetup:
+def setup(name: str, k: int, impl: str, batch: int, args, seed: int = 0) -> StepSetup:
     """The seeded network of row `name`, its optimizers and one random batch."""
     pc = None if name == "darts" else functools.partial(
-        PCNetwork, k=k, edge_norm=k > 1 and not args.no_edge_norm)
+        PCNetwork, k=k, edge_norm=k > 1 and not args.no_edge_norm, impl=impl)
     return build_setup("fast", args.init_channels, args.layers, batch, args.image_size,
                        args.device, seed=seed, network=pc)
 
@@ -77,8 +81,9 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    rows = {f"K={k}": k for k in args.ks} | {"darts": 1}
-    setups = {n: setup(n, k, args.batch_size, args) for n, k in rows.items()}
+    rows = {f"K={k} {impl}": (k, impl) for k in args.ks for impl in args.impls}
+    rows["darts"] = (1, "fast")
+    setups = {n: setup(n, *row, args.batch_size, args) for n, row in rows.items()}
     res = measure_steps(setups, {}, repeats=args.repeats, warmup=args.warmup,
                         device=args.device, orders=(False,), memory=True,
                         clock=args.clock)
@@ -86,10 +91,10 @@ def main(argv=None) -> None:
     print(f"C={args.init_channels}, {args.layers} cells, {args.image_size}x"
           f"{args.image_size}, batch {args.batch_size}, first-order steps, "
           f"device {args.device}, torch {torch.__version__}")
-    print(f"{'row':6s} {'step (s)':>9s} {'peak MiB':>9s} {'MiB/sample':>10s} "
+    print(f"{'row':10s} {'step (s)':>9s} {'peak MiB':>9s} {'MiB/sample':>10s} "
           f"{'max batch in budget (est.)':>27s}")
-    for name, k in rows.items():
-        half = setup(name, k, args.batch_size // 2, args)
+    for name, row in rows.items():
+        half = setup(name, *row, args.batch_size // 2, args)
         m_half = peak_memory(lambda s=half: search_step(
             s.model, s.architect, s.w_optimizer, s.batch, False, 0.025), args.device)
         m_full = res[name]["memory"]
@@ -97,9 +102,10 @@ def main(argv=None) -> None:
         fixed = m_full - per_sample * args.batch_size
         res[name]["max_batch"] = (math.floor((budget - fixed) / per_sample)
                                   if per_sample > 0 else 0)
-        print(f"{name:6s} {res[name]['first']:9.2f} {m_full / 2**20:9.1f} "
+        print(f"{name:10s} {res[name]['first']:9.2f} {m_full / 2**20:9.1f} "
               f"{per_sample / 2**20:10.2f} {res[name]['max_batch']:27d}")
-    base, k4 = res.get("K=1"), res.get("K=4")
+    impl = args.impls[-1]  # the last cell named (fast by default)
+    base, k4 = res.get("K=1 plain"), res.get(f"K=4 {impl}")
     if base and k4:
         print(f"memory_ratio_k4={k4['memory'] / base['memory']:.3f} "
               f"time_ratio_k4={k4['first'] / base['first']:.3f} "
