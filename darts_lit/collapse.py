@@ -6,13 +6,13 @@ __all__ = ['SPACES', 'PARAMETER_FREE', 'cell_stats', 'edge_entropy', 'alpha_hvp'
            'capped_genotype', 'darts_es_stop', 'op_ranking', 'darts_plus_stop',
            'sdarts_radius', 'random_smoothing', 'epoch_diagnostics', 'plot_collapse']
 
-# %% ../book/08_collapse.md #033a133d
+# %% ../book/08_collapse.md #70886fa4
 import math
 
 import torch
 from torch.nn import functional as F
 
-from .model_search import derive_cell
+from .model_search import derivation_weights, derive_cell
 from .ops import PRIMITIVES
 
 # %% ../book/08_collapse.md #809bc650
@@ -106,13 +106,11 @@ def fixed_batches(loader, n: int, seed: int) -> list:
         subset = torch.utils.data.Subset(loader.dataset, [idx[i] for i in order])
         return list(torch.utils.data.DataLoader(subset, loader.batch_size))
 
-# %% ../book/08_collapse.md #e8c2ed0f
+# %% ../book/08_collapse.md #6747ef32
 def cap_skips(alpha: torch.Tensor, steps: int, max_skips: int, primitives=PRIMITIVES,
               edge_weights: torch.Tensor | None = None) -> list:
     """The cell derived from α with at most `max_skips` skip connections (P-DARTS)."""
-    W = F.softmax(alpha.detach().float().cpu(), dim=-1)  # [k, num_ops]
-    if edge_weights is not None:  # PC-DARTS: as derive_cell weighs the edges
-        W = W * edge_weights.detach().float().cpu()[:, None]
+    W = derivation_weights(alpha, edge_weights)  # [k, num_ops], as derive_cell ranks
     excluded, skip = [], (primitives.index("skip_connect")
                           if "skip_connect" in primitives else None)
     while True:

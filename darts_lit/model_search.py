@@ -2,7 +2,7 @@
 
 # %% auto #0
 __all__ = ['IMPLS', 'check_impl', 'Cell', 'num_edges', 'stack_cells', 'supernet_logits',
-           'Network', 'derive_cell']
+           'Network', 'derivation_weights', 'derive_cell']
 
 # %% ../book/05_model_search.md #168480f1
 import torch
@@ -168,13 +168,21 @@ class Network(nn.Module):
         for cell in self.cells:
             cell.impl = check_impl(value)
 
-# %% ../book/05_model_search.md #d63a520e
-def derive_cell(alpha: torch.Tensor, steps: int, primitives=PRIMITIVES,
-                edge_weights: torch.Tensor | None = None, excluded=()) -> list:
-    """The discrete cell [(op, input), ...] of α [num_edges, num_ops], paper §2.4."""
+# %% ../book/05_model_search.md #7a84344c
+def derivation_weights(alpha: torch.Tensor,
+                       edge_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """What derivation ranks: softmax(α) [num_edges, num_ops] (on the CPU), each row
+    times its edge's β weight when PC-DARTS's `edge_weights` [num_edges] are given."""
     W = F.softmax(alpha.detach().float().cpu(), dim=-1)  # [k, num_ops]
     if edge_weights is not None:  # PC-DARTS: each edge scaled by its node's β weight
         W = W * edge_weights.detach().float().cpu()[:, None]
+    return W
+
+
+def derive_cell(alpha: torch.Tensor, steps: int, primitives=PRIMITIVES,
+                edge_weights: torch.Tensor | None = None, excluded=()) -> list:
+    """The discrete cell [(op, input), ...] of α [num_edges, num_ops], paper §2.4."""
+    W = derivation_weights(alpha, edge_weights)  # [k, num_ops]
     for edge, op in excluded:  # (edge, op name) weighed 0: P-DARTS's skip cap
         W[edge, primitives.index(op)] = 0.0
     W = W.tolist()
