@@ -31,8 +31,9 @@ import argparse
 import statistics
 
 import torch
-from search_variants import train_cell
+from search_variants import check_run_args, run_parser, train_cell
 
+from darts_lit.collapse import SPACES
 from darts_lit.search import SearchConfig, search, search_result
 
 METHODS = {"darts": {}, "darts_es": {"early_stop": "darts_es"},
@@ -42,26 +43,13 @@ METHODS = {"darts": {}, "darts_es": {"early_stop": "darts_es"},
 
 def parse_args(argv=None) -> argparse.Namespace:
     """Command-line options."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--dataset", default="digits", choices=("digits", "cifar10"))
-    p.add_argument("--space", default="s2", choices=("darts", "s2", "s3", "s4"))
-    p.add_argument("--methods", nargs="+", choices=tuple(METHODS),
-                   default=list(METHODS))
-    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    p.add_argument("--search-epochs", type=int, default=16)
-    p.add_argument("--steps-per-epoch", type=int, default=10,
-                   help="batches per search epoch (0: the whole split)")
+    p = run_parser(__doc__, METHODS, search_epochs=16, steps_per_epoch=10)
+    p.add_argument("--space", default="s2", choices=tuple(SPACES))
     p.add_argument("--hessian-batches", type=int, default=1)
-    p.add_argument("--train-epochs", type=int, default=3)
-    p.add_argument("--init-channels", type=int, default=8)
-    p.add_argument("--layers", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--threads", type=int, default=None)
     args = p.parse_args(argv)
-    if min(args.search_epochs, args.train_epochs, args.init_channels,
-           args.hessian_batches) < 1 or args.layers < 3 or args.steps_per_epoch < 0:
-        p.error("epochs, --init-channels and --hessian-batches must be ≥ 1, "
-                "--layers ≥ 3, --steps-per-epoch ≥ 0")
+    check_run_args(p, args)
+    if args.hessian_batches < 1:
+        p.error("--hessian-batches must be ≥ 1")
     return args
 
 

@@ -21,34 +21,46 @@ import statistics
 
 import torch
 
+from darts_lit.collapse import PARAMETER_FREE
 from darts_lit.search import SearchConfig, search, search_result
 from darts_lit.train import TrainConfig, train
 
 METHODS = {"first": {}, "second": {"unrolled": True}, "single": {"single_level": True},
            "pc": {"partial_channels": 4, "edge_normalization": True}}
-PARAMETER_FREE = {"skip_connect", "max_pool_3x3", "avg_pool_3x3"}
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    """Command-line options."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def run_parser(doc: str, methods: dict, search_epochs: int,
+               steps_per_epoch: int) -> argparse.ArgumentParser:
+    """The options of the comparison benchmarks: data, methods, seeds, budget, sizes."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     p.add_argument("--dataset", default="digits", choices=("digits", "cifar10"))
-    p.add_argument("--methods", nargs="+", choices=tuple(METHODS),
-                   default=list(METHODS))
+    p.add_argument("--methods", nargs="+", choices=tuple(methods),
+                   default=list(methods))
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    p.add_argument("--search-epochs", type=int, default=4)
-    p.add_argument("--steps-per-epoch", type=int, default=20,
+    p.add_argument("--search-epochs", type=int, default=search_epochs)
+    p.add_argument("--steps-per-epoch", type=int, default=steps_per_epoch,
                    help="batches per search epoch (0: the whole split)")
     p.add_argument("--train-epochs", type=int, default=3)
     p.add_argument("--init-channels", type=int, default=8)
     p.add_argument("--layers", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--threads", type=int, default=None)
-    args = p.parse_args(argv)
+    return p
+
+
+def check_run_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """One line naming the options out of range (argparse's error, exit status 2)."""
     if min(args.search_epochs, args.train_epochs, args.init_channels) < 1 or \
             args.layers < 3 or args.steps_per_epoch < 0:
         p.error("epochs and --init-channels must be ≥ 1, --layers ≥ 3, "
                 "--steps-per-epoch ≥ 0")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """Command-line options."""
+    p = run_parser(__doc__, METHODS, search_epochs=4, steps_per_epoch=20)
+    args = p.parse_args(argv)
+    check_run_args(p, args)
     return args
 
 
