@@ -74,17 +74,19 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    results = {m: [run(m, s, args) for s in args.seeds] for m in args.methods}
     print(f"{args.dataset}, space {args.space}: search {args.search_epochs} epochs x "
           f"{args.steps_per_epoch or 'all'} steps, C={args.init_channels}, "
           f"{args.layers} cells, λ_max on {args.hessian_batches} batch(es); results "
           f"trained {args.train_epochs} epochs")
-    for m, rows in results.items():
-        for seed, r in zip(args.seeds, rows, strict=True):
+    results = {m: [] for m in args.methods}
+    for m in args.methods:
+        for seed in args.seeds:  # each row as soon as it is measured
+            r = run(m, seed, args)
+            results[m].append(r)
             stop = f", result of epoch {r['stop']}" if r["stop"] else ""
             print(f"{m:10s} seed {seed}: {r['epochs']:2d} epochs{stop}, skips "
                   f"{r['skips']}, λ_max {r['lam'][0]:.4f} -> {r['lam'][-1]:.4f}, "
-                  f"test acc {r['acc']:5.1f}%  {' '.join(r['normal'])}")
+                  f"test acc {r['acc']:5.1f}%  {' '.join(r['normal'])}", flush=True)
     means = {}
     for m, rows in results.items():
         accs = [r["acc"] for r in rows]
