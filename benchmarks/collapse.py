@@ -31,7 +31,7 @@ import argparse
 import statistics
 
 import torch
-from search_variants import check_run_args, run_parser, train_cell
+from search_variants import check_run_args, run_all, run_parser, train_cell
 
 from darts_lit.collapse import SPACES
 from darts_lit.search import SearchConfig, search, search_result
@@ -78,15 +78,11 @@ def main(argv=None) -> None:
           f"{args.steps_per_epoch or 'all'} steps, C={args.init_channels}, "
           f"{args.layers} cells, λ_max on {args.hessian_batches} batch(es); results "
           f"trained {args.train_epochs} epochs")
-    results = {m: [] for m in args.methods}
-    for m in args.methods:
-        for seed in args.seeds:  # each row as soon as it is measured
-            r = run(m, seed, args)
-            results[m].append(r)
-            stop = f", result of epoch {r['stop']}" if r["stop"] else ""
-            print(f"{m:10s} seed {seed}: {r['epochs']:2d} epochs{stop}, skips "
-                  f"{r['skips']}, λ_max {r['lam'][0]:.4f} -> {r['lam'][-1]:.4f}, "
-                  f"test acc {r['acc']:5.1f}%  {' '.join(r['normal'])}", flush=True)
+    results = run_all(run, args, lambda r: (
+        f"{r['epochs']:2d} epochs"
+        + (f", result of epoch {r['stop']}" if r["stop"] else "")
+        + f", skips {r['skips']}, λ_max {r['lam'][0]:.4f} -> {r['lam'][-1]:.4f}, "
+        f"test acc {r['acc']:5.1f}%  {' '.join(r['normal'])}"))
     means = {}
     for m, rows in results.items():
         accs = [r["acc"] for r in rows]

@@ -93,6 +93,17 @@ def train_cell(genotype: dict, seed: int, args) -> float:
     return history[-1]["test_top1"]
 
 
+def run_all(run, args, describe) -> dict:
+    """`run(method, seed, args)` for every method and seed, each row printed (with
+    `describe(result)`) as soon as it is measured; method → results in seed order."""
+    results = {m: [] for m in args.methods}
+    for m in args.methods:
+        for seed in args.seeds:
+            results[m].append(r := run(m, seed, args))
+            print(f"{m:10s} seed {seed}: {describe(r)}", flush=True)
+    return results
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     if args.threads:
@@ -100,14 +111,9 @@ def main(argv=None) -> None:
     print(f"{args.dataset}: search {args.search_epochs} epochs x "
           f"{args.steps_per_epoch or 'all'} steps, C={args.init_channels}, "
           f"{args.layers} cells; derived cells trained {args.train_epochs} epochs")
-    results = {m: [] for m in args.methods}
-    for m in args.methods:
-        for seed in args.seeds:  # each row as soon as it is measured
-            r = run(m, seed, args)
-            results[m].append(r)
-            print(f"{m:7s} seed {seed}: skips {r['skips']}, parameter-free "
-                  f"{r['free']}, test acc {r['acc']:5.1f}%  {' '.join(r['normal'])}",
-                  flush=True)
+    results = run_all(run, args, lambda r: (
+        f"skips {r['skips']}, parameter-free {r['free']}, test acc {r['acc']:5.1f}%  "
+        f"{' '.join(r['normal'])}"))
     means = {}
     for m, rows in results.items():
         accs, skips = [r["acc"] for r in rows], [r["skips"] for r in rows]
