@@ -3,8 +3,8 @@
 # %% auto #0
 __all__ = ['BOUNDS', 'GROUPS', 'option', 'option_meta', 'cli_spelling', 'flag_of',
            'option_name', 'ConfigError', 'valid_values', 'config_error', 'validate',
-           'check_device', 'RunConfig', 'help_line', 'add_config_options',
-           'config_from_args']
+           'check_device', 'check_image_data', 'RunConfig', 'help_line',
+           'add_config_options', 'config_from_args']
 
 # %% ../book/06_config.md #6c3f2fe8
 import contextlib
@@ -123,7 +123,7 @@ def validate(config):
         config.check()
     return config
 
-# %% ../book/06_config.md #7a331550
+# %% ../book/06_config.md #4d0dc97d
 def check_device(config) -> None:
     """A `ConfigError` naming the device option if `config.device` is not usable."""
     try:
@@ -131,6 +131,18 @@ def check_device(config) -> None:
     except (RuntimeError, ValueError) as e:
         raise config_error(config, "device", str(e).split(";")[0] + "; use 'auto', "
                            "'cpu', 'cuda' or 'cuda:N'") from None
+
+
+def check_image_data(config) -> None:
+    """The rules of the image-data settings: a folder data set needs its folder, and
+    only a folder data set is resized (`dataset`, `data_dir`, `image_size`)."""
+    if config.dataset == "folder" and config.data_dir is None:
+        raise config_error(config, "dataset", "'folder' reads "
+                           "DIR/train/<class>/<image>; "
+                           f"give {option_name(type(config), 'data_dir')} DIR")
+    if config.image_size is not None and config.dataset != "folder":
+        raise config_error(config, "image_size", "resizes the images of a folder data "
+                           f"set only; {config.dataset!r} keeps its own size")
 
 
 @dataclass

@@ -5,7 +5,7 @@ __all__ = ['fbnet_search_epoch', 'FBNetSearchConfig', 'fbnet_objective',
            'fbnet_search_data', 'fbnet_search_latency', 'fbnet_search',
            'train_and_evaluate']
 
-# %% ../book/13_fbnet_search.md #abe11dbc
+# %% ../book/13_fbnet_search.md #a1d06380
 from dataclasses import dataclass, replace
 
 import torch
@@ -39,7 +39,7 @@ from darts_lit.utils import (
 )
 
 from . import runs
-from .config import RunConfig, config_error, option, validate
+from .config import RunConfig, check_image_data, config_error, option, validate
 from .data import get_dataset, search_loaders
 from .latency_table import auto_clock
 from .search import seed_loaders
@@ -74,17 +74,21 @@ def fbnet_search_epoch(model: FBNetSupernet, loader, optimizer, *, tau: float,
         n += len(y)
     return {"ce": ce_sum / n, "acc": acc_sum / n, "lat": lat_sum / n}
 
-# %% ../book/13_fbnet_search.md #d73455eb
+# %% ../book/13_fbnet_search.md #302c0fc8
 @dataclass
 class FBNetSearchConfig(RunConfig):
     """Settings of an FBNet search; the paper's values where it gives them."""
 
     dataset: str = option("auto", "'auto': CIFAR-10 if found, else scikit-learn's 8x8 "
-                          "digits", choices=("auto", "cifar10", "digits"),
+                          "digits; 'folder': DIR/train/<class>/<image>",
+                          choices=("auto", "cifar10", "cifar100", "digits", "folder"),
                           group="data")
-    data_dir: str | None = option(None, "folder holding cifar-10-batches-py/ "
-                                  "(default: $DARTS_DATA, else ~/.cache/darts_lit)",
+    data_dir: str | None = option(None, "folder holding the data set (default: "
+                                  "$DARTS_DATA, else ~/.cache/darts_lit)",
                                   metavar="DIR", group="data")
+    image_size: int | None = option(None, "side of the square images of --dataset "
+                                    "folder (default: their median shorter side)",
+                                    ge=4, le=4096, group="data", metavar="PIXELS")
     train_portion: float = option(0.8, "share of the training set that trains w; the "
                                   "rest trains θ", gt=0, lt=1, paper=True, group="data")
     batch_size: int = option(64, "batch size", ge=1, group="data")
@@ -142,9 +146,10 @@ class FBNetSearchConfig(RunConfig):
         if self.warmup_epochs >= self.epochs:
             raise config_error(self, "warmup_epochs", f"must be below the "
                                     f"{self.epochs} epochs, or θ never trains")
+        check_image_data(self)
         super().check()
 
-# %% ../book/13_fbnet_search.md #511b876b
+# %% ../book/13_fbnet_search.md #8bedabe2
 def fbnet_objective(config: FBNetSearchConfig, lat: torch.Tensor, fixed: float):
     """θ's loss `objective(ce, E[LAT] in ms)` of `config`."""
     if config.objective == "fbnet":
@@ -158,7 +163,8 @@ def fbnet_objective(config: FBNetSearchConfig, lat: torch.Tensor, fixed: float):
 def fbnet_search_data(config: FBNetSearchConfig) -> tuple:
     """(w loader, θ loader, DatasetInfo): the two parts of the training set."""
     data, info = get_dataset(config.dataset, config.data_dir, train=True,
-                             augment=config.augment, verbose=config.verbose)
+                             augment=config.augment, verbose=config.verbose,
+                             image_size=config.image_size)
     train_q, valid_q = search_loaders(data, config.batch_size, config.train_portion,
                                       config.seed, config.num_workers)
     return train_q, valid_q, info

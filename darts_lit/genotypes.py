@@ -145,7 +145,7 @@ def _closing_paren(text: str, start: int) -> int:
             return end
     raise GenotypeError("the Genotype(...) text is cut off (unbalanced parens)")
 
-# %% ../book/04_genotypes.md #9e1eb70a
+# %% ../book/04_genotypes.md #d62c8f6b
 class GenotypeFormat:
     """Save, load, parse and resolve the genotypes of one namedtuple type."""
 
@@ -191,6 +191,7 @@ class GenotypeFormat:
         """Write `genotype` to `path` as JSON (after checking it); return the path."""
         path = Path(path)
         d = self.to_dict(self.check(genotype))
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(d, indent=1) + "\n", encoding="utf-8")
         return path
 
@@ -249,7 +250,7 @@ def _node_positions(cell) -> dict:
             pos[node] = (2.4 * d, step * ((len(nodes) - 1) / 2 - r))
     return pos
 
-# %% ../book/04_genotypes.md #204a5cc2
+# %% ../book/04_genotypes.md #196cf8f6
 def _bend(p0, p1, nodes, labels, clear=0.45):
     """(rad, label xy) of an arc3 edge p0 -> p1 that avoids nodes and labels."""
     (x0, y0), (x1, y1) = p0, p1
@@ -266,12 +267,43 @@ def _bend(p0, p1, nodes, labels, clear=0.45):
             near = min([max(abs(mid[0] - a) / 2, abs(mid[1] - b) * 2)
                         for a, b in labels] + [9.0])
             if min(gap, near) > clear:
-                return rad, mid
+                return rad, mid, curve
             if best is None or min(gap, near) > best[0]:
-                best = (min(gap, near), rad, mid)
+                best = (min(gap, near), rad, mid, curve)
     return best[1:]
 
-# %% ../book/04_genotypes.md #fe24131b
+# %% ../book/04_genotypes.md #345e985d
+def _label_box(text, renderer, pad_px: float):
+    """The display box of a text with its background padding."""
+    return text.get_window_extent(renderer).padded(pad_px)
+
+
+def _separate_labels(ax, labels, curves, nodes):
+    """Slide edge labels along their curves until no box overlaps a node or an earlier
+    label, measuring the boxes as drawn."""
+    ax.apply_aspect()
+    renderer = ax.figure.canvas.get_renderer()
+    placed = [_label_box(t, renderer, 6) for t in nodes]
+    order = (13, 10, 7, 11, 9, 12, 8, 14, 6, 15, 5, 16, 4)  # t = 0.65, 0.5, 0.35, ...
+
+    def overlap(b):
+        return sum(max(0.0, min(b.x1, o.x1) - max(b.x0, o.x0))
+                   * max(0.0, min(b.y1, o.y1) - max(b.y0, o.y0)) for o in placed)
+
+    for text, curve in zip(labels, curves, strict=True):
+        best = None
+        for i in (None, *order):  # None: where _bend put it
+            if i is not None:
+                text.set_position(curve[i])
+            area = overlap(_label_box(text, renderer, 2))
+            if best is None or area < best[0]:
+                best = (area, text.get_position())
+            if area == 0:
+                break
+        text.set_position(best[1])
+        placed.append(_label_box(text, renderer, 2))
+
+# %% ../book/04_genotypes.md #6f9810f5
 def plot_cell(genotype_part, concat, ax=None, title=None):
     """Draw a cell [(op, input), ...] with its concat as a DAG; return the axes."""
     import matplotlib.pyplot as plt
@@ -286,30 +318,34 @@ def plot_cell(genotype_part, concat, ax=None, title=None):
     names = {0: "$c_{k-2}$", 1: "$c_{k-1}$", "out": "$c_{k}$"}
     colours = {0: "#b7e4c7", 1: "#b7e4c7", "out": "#ffe08a"}
     arrow = dict(arrowstyle="-|>", shrinkA=14, shrinkB=14, lw=1.2)
-    labels = []
+    labels, texts, curves = [], [], []
     for e, (op, j) in enumerate(cell):
         src, dst = pos[j], pos[e // 2 + 2]
         others = [xy for node, xy in pos.items() if node not in (j, e // 2 + 2)]
-        rad, (xm, ym) = _bend(src, dst, others, labels)
+        rad, (xm, ym), curve = _bend(src, dst, others, labels)
         labels.append((xm, ym))
+        curves.append(curve)
         colour = plt.get_cmap("tab10")(list(OPS).index(op) % 10)
         ax.annotate("", dst, src, arrowprops=dict(
             arrow, color=colour, connectionstyle=f"arc3,rad={rad}"))
-        ax.text(xm, ym, op, fontsize=7, ha="center", va="center", color=colour,
-                bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.85))
+        texts.append(ax.text(xm, ym, op, fontsize=7, ha="center", va="center",
+                             color=colour, bbox=dict(boxstyle="round,pad=0.15",
+                                                     fc="white", ec="none", alpha=0.85)))
     for c in concat:
         ax.annotate("", pos["out"], pos[c], arrowprops=dict(arrow, color="0.6"))
-    for node, (x, y) in pos.items():
-        ax.text(x, y, names[node] if node in names else str(node - 2),
-                ha="center", va="center", fontsize=10, zorder=3,
-                bbox=dict(boxstyle="round,pad=0.4", fc=colours.get(node, "#a9d6f5")))
+    nodes = [ax.text(x, y, names[node] if node in names else str(node - 2),
+                     ha="center", va="center", fontsize=10, zorder=3,
+                     bbox=dict(boxstyle="round,pad=0.4",
+                               fc=colours.get(node, "#a9d6f5")))
+             for node, (x, y) in pos.items()]
     ax.set_aspect("equal")
-    ax.update_datalim([xy for xy in pos.values()] + labels)
+    ax.update_datalim([xy for xy in pos.values()] + [xy for c in curves for xy in c])
     ax.autoscale_view()
     ax.margins(0.12)
     ax.axis("off")
     if title:
         ax.set_title(title)
+    _separate_labels(ax, texts, curves, nodes)
     return ax
 
 # %% ../book/04_genotypes.md #5daaacb4

@@ -28,7 +28,7 @@ def stale_temporaries(folder) -> list[Path]:
     """Half-written files (`.name.*.tmp`) left in `folder` by a killed run."""
     return sorted(Path(folder).glob(".*.tmp")) if Path(folder).is_dir() else []
 
-# %% ../book/06_runs.md #11e9d88c
+# %% ../book/06_runs.md #650d17ae
 def open_run(config) -> Path | None:
     """Check `config.out_dir` against `config.resume`, remove stale temporaries."""
     name = lambda n: option_name(type(config), n)  # noqa: E731
@@ -45,8 +45,7 @@ def open_run(config) -> Path | None:
     if config.resume and not held:
         raise RunError(f"{name('resume')}: {out} holds no {CHECKPOINT} to continue; "
                        f"start a new run without {name('resume')}")
-    out.mkdir(parents=True, exist_ok=True)
-    for tmp in stale_temporaries(out):
+    for tmp in stale_temporaries(out):  # the folder itself appears with its first file
         tmp.unlink(missing_ok=True)
     return out
 

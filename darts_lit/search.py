@@ -7,7 +7,7 @@ __all__ = ['check_hvp', 'SearchConfig', 'SearchParts', 'single_level_loader',
            'save_search', 'resume_search', 'early_stop_epoch', 'search_result',
            'search']
 
-# %% ../book/08_search.md #83f55f12
+# %% ../book/08_search.md #7994e3ff
 import functools
 import itertools
 import time
@@ -17,14 +17,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import collapse, distributed, runs, utils
+from . import collapse, config, distributed, runs, utils
 from .architect import HVP_METHODS, Architect
 from .config import RunConfig, config_error, option, option_name, validate
 from .data import get_dataset, search_loaders
 from .genotypes import genotype_to_dict
 from .model_search import Network
 
-# %% ../book/08_search.md #4213ffc5
+# %% ../book/08_search.md #77857f9a
 def check_hvp(config) -> None:
     """`hvp='exact'` needs the second-order step: the rule of every DARTS search."""
     if config.hvp == "exact" and not config.unrolled:
@@ -38,11 +38,15 @@ class SearchConfig(RunConfig):
     """Settings of an architecture search; the defaults are the paper's (A.1.1)."""
 
     dataset: str = option("auto", "'auto': CIFAR-10 if found, else scikit-learn's 8x8 "
-                          "digits", choices=("auto", "cifar10", "digits"),
+                          "digits; 'folder': DIR/train/<class>/<image>",
+                          choices=("auto", "cifar10", "cifar100", "digits", "folder"),
                           paper="cifar10", group="data")
-    data_dir: str | None = option(None, "folder holding cifar-10-batches-py/ "
-                                  "(default: $DARTS_DATA, else ~/.cache/darts_lit)",
+    data_dir: str | None = option(None, "folder holding the data set (default: "
+                                  "$DARTS_DATA, else ~/.cache/darts_lit)",
                                   metavar="DIR", group="data")
+    image_size: int | None = option(None, "side of the square images of --dataset "
+                                    "folder (default: their median shorter side)",
+                                    ge=4, le=4096, group="data", metavar="PIXELS")
     train_portion: float = option(0.5, "share of the training set that trains w; the "
                                   "rest trains α", gt=0, lt=1, paper=True, group="data")
     batch_size: int = option(64, "batch size", ge=1, paper=True, group="data")
@@ -115,6 +119,7 @@ class SearchConfig(RunConfig):
     def check(self) -> None:
         """The rules that relate settings (`validate` calls this last)."""
         check_hvp(self)
+        config.check_image_data(self)
         if self.single_level and self.unrolled:
             raise config_error(self, "single_level", "has no virtual step: it cannot "
                                "be combined with "
@@ -144,7 +149,7 @@ class SearchConfig(RunConfig):
                                f"{self.multiplier}")
         super().check()  # the device
 
-# %% ../book/08_search.md #d18ee0a9
+# %% ../book/08_search.md #6b4c535a
 @dataclass
 class SearchParts:
     """The objects of a running search."""
@@ -172,7 +177,8 @@ def build_search(config: SearchConfig, arch_objective=None) -> SearchParts:
     """Data, network, optimizers, schedule and architect for `config`."""
     device = distributed.init_from_env(config.device)
     data, info = get_dataset(config.dataset, config.data_dir, train=True,
-                             verbose=config.verbose and distributed.is_main())
+                             verbose=config.verbose and distributed.is_main(),
+                             image_size=config.image_size)
     if config.single_level:  # w and α share the whole training set: no validation
         if distributed.is_distributed():
             raise config_error(config, "single_level", "runs on one process; start it "

@@ -5,7 +5,7 @@ __all__ = ['TrainConfig', 'build_model', 'make_optimizer', 'drop_path_prob_at',
            'training_loss', 'train_epoch', 'evaluate', 'make_loaders', 'save_run',
            'start_or_resume', 'train', 'read_train_checkpoint', 'evaluate_checkpoint']
 
-# %% ../book/10_train.md #d650a0ec
+# %% ../book/10_train.md #430475e2
 import itertools
 import time
 from dataclasses import dataclass, replace
@@ -17,13 +17,13 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from . import distributed, genotypes, runs, utils
-from .config import RunConfig, config_error, option, validate
+from .config import RunConfig, check_image_data, config_error, option, validate
 from .data import DATASETS, get_dataset
 from .genotypes import Genotype, resolve_genotype
 from .model import NetworkCIFAR, NetworkImageNet
 from .ops import count_parameters
 
-# %% ../book/10_train.md #75a9666f
+# %% ../book/10_train.md #512dad34
 @dataclass
 class TrainConfig(RunConfig):
     """Settings of `train`; the defaults are the paper's CIFAR-10 evaluation."""
@@ -33,11 +33,15 @@ class TrainConfig(RunConfig):
         "written by `darts-lit search`, or a printed Genotype(...)", group="network",
         metavar="NAME|FILE")
     dataset: str = option("auto", "'auto': CIFAR-10 if found, else scikit-learn's 8x8 "
-                          "digits; 'imagenet': DIR/imagenet/{train,val}/<class>/",
+                          "digits; 'imagenet': DIR/imagenet/{train,val}/<class>/; "
+                          "'folder': DIR/{train,val|test}/<class>/<image>",
                           choices=DATASETS, paper="cifar10", group="data")
     data_dir: str | None = option(None, "folder holding the data set (default: "
                                   "$DARTS_DATA, else ~/.cache/darts_lit)",
                                   metavar="DIR", group="data")
+    image_size: int | None = option(None, "side of the square images of --dataset "
+                                    "folder (default: their median shorter side)",
+                                    ge=4, le=4096, group="data", metavar="PIXELS")
     batch_size: int = option(96, "batch size", ge=1, paper=True, group="data")
     cutout: bool = option(True, "Cutout augmentation (paper: on)", group="data")
     cutout_length: int = option(16, "side of the Cutout square", ge=1, paper=True,
@@ -74,6 +78,11 @@ class TrainConfig(RunConfig):
     label_smoothing: float = option(0.0, "label smoothing (paper: 0 on CIFAR-10, 0.1 "
                                     "on ImageNet)", ge=0, lt=1, group="weights")
     deterministic: bool = option(True, "cuDNN: deterministic kernels, no autotuning")
+
+    def check(self) -> None:
+        """The rules that relate settings (`validate` calls this last)."""
+        check_image_data(self)
+        super().check()  # the device
 
     @classmethod
     def imagenet(cls, **overrides) -> "TrainConfig":
@@ -176,12 +185,13 @@ def evaluate(model: nn.Module, loader, device=None, max_steps=None,
         return distributed.reduce_meters(meters)
     return {k: m.avg for k, m in meters.items()}
 
-# %% ../book/10_train.md #38172e56
+# %% ../book/10_train.md #6d837247
 def make_loaders(config: TrainConfig):
     """The shuffled, augmented training loader, the test loader and the DatasetInfo."""
     cut = config.cutout_length if config.cutout else 0
     train_set, info = get_dataset(config.dataset, config.data_dir, train=True,
-                                  cutout_length=cut, verbose=config.verbose)
+                                  cutout_length=cut, verbose=config.verbose,
+                                  image_size=config.image_size)
     if cut >= info.image_size:  # the square would erase (almost) every image
         side = info.image_size
         raise config_error(config, "cutout_length", f"{cut} is not smaller than the "
@@ -190,7 +200,7 @@ def make_loaders(config: TrainConfig):
                            "as the paper's 16 is for CIFAR-10's 32×32, or turn Cutout "
                            "off")
     test_set, _ = get_dataset(info.name, config.data_dir, train=False,
-                              verbose=config.verbose)
+                              verbose=config.verbose, image_size=config.image_size)
     if distributed.is_distributed():
         return (distributed.shard_loader(train_set, config.batch_size, config.seed,
                                          num_workers=config.num_workers),
@@ -232,7 +242,7 @@ def start_or_resume(config: TrainConfig, genotype, model, optimizer, scheduler):
     utils.restore_training_state(state, model, {"sgd": optimizer}, scheduler)
     return list(state["history"]), int(state["epoch"])
 
-# %% ../book/10_train.md #cde61a5f
+# %% ../book/10_train.md #521e2d71
 def train(config: TrainConfig | None = None, stop_after_epoch: int | None = None,
           **overrides) -> list[dict]:
     """Train (or resume) the evaluation network of `config`; the per-epoch history."""
@@ -247,7 +257,8 @@ def train(config: TrainConfig | None = None, stop_after_epoch: int | None = None
     genotype = resolve_genotype(config.genotype)
     train_loader, test_loader, info = make_loaders(
         replace(config, verbose=config.verbose and main))
-    config = replace(config, dataset=info.name)  # record what "auto" chose
+    config = replace(config, dataset=info.name,  # record what "auto" chose, and the
+                     image_size=info.image_size if info.name == "folder" else None)
     model = build_model(config, genotype, info).to(device)
     net = distributed.data_parallel(model, device)  # model itself alone
     optimizer, scheduler = make_optimizer(model, config)
@@ -278,7 +289,7 @@ def train(config: TrainConfig | None = None, stop_after_epoch: int | None = None
             save_run(config, genotype, model, optimizer, scheduler, history)
     return history
 
-# %% ../book/10_train.md #9fcca2c9
+# %% ../book/10_train.md #732e7992
 def read_train_checkpoint(path, device="cpu"):
     """(checkpoint state, TrainConfig, Genotype) read from a `train` checkpoint."""
     state = runs.read_checkpoint(path, "train", map_location=device)
@@ -293,7 +304,7 @@ def evaluate_checkpoint(path, data_dir=None, device="auto", verbose=True) -> dic
     state, config, genotype = read_train_checkpoint(path, device)
     config = replace(config, data_dir=data_dir or config.data_dir, verbose=verbose)
     test_set, info = get_dataset(config.dataset, config.data_dir, train=False,
-                                 verbose=verbose)
+                                 verbose=verbose, image_size=config.image_size)
     model = build_model(config, genotype, info).to(device)
     model.load_state_dict(state["model"])
     loader = DataLoader(test_set, config.batch_size, shuffle=False)
