@@ -303,7 +303,7 @@ def _separate_labels(ax, labels, curves, nodes):
         text.set_position(best[1])
         placed.append(_label_box(text, renderer, 2))
 
-# %% ../book/04_genotypes.md #6f9810f5
+# %% ../book/04_genotypes.md #903d4e59
 def plot_cell(genotype_part, concat, ax=None, title=None):
     """Draw a cell [(op, input), ...] with its concat as a DAG; return the axes."""
     import matplotlib.pyplot as plt
@@ -328,9 +328,9 @@ def plot_cell(genotype_part, concat, ax=None, title=None):
         colour = plt.get_cmap("tab10")(list(OPS).index(op) % 10)
         ax.annotate("", dst, src, arrowprops=dict(
             arrow, color=colour, connectionstyle=f"arc3,rad={rad}"))
+        box = dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.85)
         texts.append(ax.text(xm, ym, op, fontsize=7, ha="center", va="center",
-                             color=colour, bbox=dict(boxstyle="round,pad=0.15",
-                                                     fc="white", ec="none", alpha=0.85)))
+                             color=colour, bbox=box))
     for c in concat:
         ax.annotate("", pos["out"], pos[c], arrowprops=dict(arrow, color="0.6"))
     nodes = [ax.text(x, y, names[node] if node in names else str(node - 2),

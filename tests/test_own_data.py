@@ -1,4 +1,4 @@
-"""A user's own data: folder data sets and CIFAR-100, through the library and the CLI."""
+"""A user's own data: folder data sets and CIFAR-100, in Python and through the CLI."""
 
 import json
 import pickle
@@ -27,7 +27,8 @@ def write_folder(root, per_class=4, sizes=((20, 24), (36, 30)), splits=("train",
             for i in range(per_class):
                 h, w = sizes[i % len(sizes)]
                 shape = (h, w) if grey else (h, w, 3)
-                px = np.clip(rng.normal(60 + 70 * k, 30, shape), 0, 255).astype(np.uint8)
+                px = np.clip(rng.normal(60 + 70 * k, 30, shape), 0, 255)
+                px = px.astype(np.uint8)
                 ext = "png" if i % 2 == 0 else "jpg"
                 Image.fromarray(px).save(root / split / cls / f"{i}.{ext}")
     return root
