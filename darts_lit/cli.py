@@ -6,20 +6,20 @@
 
 Hand-written (not generated from the book), and only the entry point: each command is a
 `register_<name>(subparsers)` function in a command module (`cli_cnn`, `cli_rnn`,
-`cli_latency`, `cli_fbnet`), whose options are generated from the run's config dataclass
-(`darts_lit.config.add_config_options`) and whose errors are handled once
-(`darts_lit.cli_base.run_command`). To add a command, write such a function and list it
-in `COMMANDS` below.
+`cli_latency`, `cli_fbnet`, `cli_tools`), whose options are generated from the run's
+config dataclass (`darts_lit.config.add_config_options`) and whose errors are handled
+once (`darts_lit.cli_base.run_command`). To add a command, write such a function and
+list it in `COMMANDS` below.
 """
 
 import argparse
 import os
 
-from darts_lit import cli_cnn, cli_fbnet, cli_latency, cli_rnn
+from darts_lit import cli_cnn, cli_fbnet, cli_latency, cli_rnn, cli_tools
 from darts_lit.cli_base import fail
 
 COMMANDS = (*cli_cnn.COMMANDS, *cli_latency.COMMANDS, *cli_rnn.COMMANDS,
-            *cli_fbnet.COMMANDS)
+            *cli_fbnet.COMMANDS, *cli_tools.COMMANDS)
 DISTRIBUTED = ("search", "train")  # commands that run data-parallel under torchrun
 
 

@@ -80,7 +80,8 @@ def register_train(subparsers) -> None:
         description="Train the evaluation network of a genotype from scratch and test "
         "it (Liu et al., ICLR 2019, §3.2). Every default is the paper's CIFAR-10 "
         "setting; --imagenet switches to its ImageNet settings. Writes checkpoint.pt, "
-        "history.json and genotype.json into --out after every epoch. With --resume, "
+        "history.json and genotype.json into --out after every epoch, training.png "
+        "and cell.png at the end. With --resume, "
         "options not given keep the run's settings.")
     p.add_argument("--imagenet", action="store_true",
                    help="the paper's ImageNet settings: NetworkImageNet, 48 channels, "
@@ -105,6 +106,14 @@ def run_train(args) -> int:
     history = run_data_parallel(train, config, args.stop_after)
     if history is None:
         return 0
+    if config.out_dir:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from darts_lit.genotypes import resolve_genotype
+        from darts_lit.outputs import save_train_plots
+
+        save_train_plots(history, resolve_genotype(config.genotype), config.out_dir)
     res = evaluate_checkpoint(Path(config.out_dir) / "checkpoint.pt",
                               device=config.device, verbose=False)
     print(f"run folder: {config.out_dir} (epoch {res['epoch']}/{config.epochs})")

@@ -10,8 +10,6 @@ chapters *FBNet* (`darts_lit.fbnet`) and *Searching FBNet's space*
 (`darts_lit.fbnet_search`).
 """
 
-from pathlib import Path
-
 from darts_lit.cli_base import add_run_command, config_from_cli
 
 def register_search_fbnet(subparsers) -> None:
@@ -39,30 +37,14 @@ def run_search_fbnet(args) -> int:
     cfg = config_from_cli(FBNetSearchConfig, args, "search-fbnet")
     _, history = fbnet_search(cfg, stop_after_epoch=args.stop_after)
     if history:
-        save_fbnet_search_plot(history, cfg.out_dir)
+        from darts_lit.outputs import save_fbnet_plots
+
+        save_fbnet_plots(history, cfg.out_dir)
         last = history[-1]
         print(f"derived network ({last['derived_lat']:.3f} ms): "
               f"{' '.join(last['derived'])}")
     print(f"run folder: {cfg.out_dir} (epoch {len(history)}/{cfg.epochs})")
     return 0
-
-
-def save_fbnet_search_plot(history, out) -> None:
-    """`latency.png`: the derived network's and the sampled networks' latency."""
-    import matplotlib.pyplot as plt
-
-    from darts_lit.runs import save_figure
-
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    epochs = [h["epoch"] for h in history]
-    ax.plot(epochs, [h["derived_lat"] for h in history], "o-", label="derived network")
-    sampled = [(h["epoch"], h["expected_lat"]) for h in history if "expected_lat" in h]
-    if sampled:
-        ax.plot(*zip(*sampled, strict=True), "s--", label="E[LAT] of the samples")
-    ax.set(xlabel="epoch", ylabel="latency from the table (ms)")
-    ax.legend()
-    fig.tight_layout()
-    save_figure(fig, Path(out) / "latency.png", dpi=100)
 
 
 COMMANDS = (register_search_fbnet,)

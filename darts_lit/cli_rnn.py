@@ -10,8 +10,6 @@ explained in the chapters on recurrent cells (`darts_lit.rnn_data`, `darts_lit.r
 `darts_lit.rnn_search`, `darts_lit.rnn_train`).
 """
 
-from pathlib import Path
-
 from darts_lit.cli_base import add_run_command, config_from_cli
 
 def register_search_rnn(subparsers) -> None:
@@ -37,27 +35,12 @@ def run_search_rnn(args) -> int:
     cfg = config_from_cli(RNNSearchConfig, args, "search-rnn")
     model, history = search_rnn(cfg, stop_after_epoch=args.stop_after)
     if history:
-        save_rnn_search_plots(history, cfg.out_dir)
+        from darts_lit.outputs import save_rnn_plots
+
+        save_rnn_plots(history, model.genotype(), cfg.out_dir)
     print(f"run folder: {cfg.out_dir} (epoch {len(history)}/{cfg.epochs})")
     print(f"genotype: {model.genotype()}")
     return 0
-
-
-def save_rnn_search_plots(history, out) -> None:
-    """`perplexity.png` (validation perplexity per epoch) and `cell.png` in `out`."""
-    import matplotlib.pyplot as plt
-
-    from darts_lit.rnn import plot_rnn_cell, rnn_genotype_from_dict
-    from darts_lit.runs import save_figure
-
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot([h["epoch"] for h in history], [h["valid_ppl"] for h in history], "o-")
-    ax.set(xlabel="epoch", ylabel="validation perplexity", yscale="log")
-    fig.tight_layout()
-    save_figure(fig, Path(out) / "perplexity.png", dpi=100)
-    ax = plot_rnn_cell(rnn_genotype_from_dict(history[-1]["genotype"]),
-                       title=f"epoch {history[-1]['epoch']}")
-    save_figure(ax.figure, Path(out) / "cell.png", dpi=100)
 
 
 def register_train_rnn(subparsers) -> None:
@@ -71,7 +54,7 @@ def register_train_rnn(subparsers) -> None:
         "SGD, then averaged SGD once the validation loss stalls; reports validation "
         "and test perplexity (Liu et al., ICLR 2019, §3.2). Every default is the "
         "paper's setting. Writes checkpoint.pt and history.json after every epoch, "
-        "model.pt and result.json at the end.")
+        "model.pt, result.json, perplexity.png and cell.png at the end.")
 
 
 def run_train_rnn(args) -> int:
@@ -82,6 +65,13 @@ def run_train_rnn(args) -> int:
     cfg = config_from_cli(RNNTrainConfig, args, "train-rnn")
     genotype = resolve_rnn_genotype(cfg.genotype)
     _, result = train_rnn(cfg, stop_after_epoch=args.stop_after)
+    if result["epochs"] and cfg.out_dir:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from darts_lit.outputs import save_rnn_plots
+
+        save_rnn_plots(result["epochs"], genotype, cfg.out_dir)
     print(f"run folder: {cfg.out_dir} (epoch {len(result['epochs'])}/{cfg.epochs})")
     print(f"genotype: {genotype}")
     if "test_ppl" in result:

@@ -6,9 +6,10 @@ __all__ = ['BOUNDS', 'GROUPS', 'option', 'option_meta', 'cli_spelling', 'flag_of
            'check_device', 'check_image_data', 'RunConfig', 'help_line',
            'add_config_options', 'config_from_args']
 
-# %% ../book/06_config.md #6c3f2fe8
+# %% ../book/06_config.md #a2bd3c70
 import contextlib
 import contextvars
+import importlib.util
 import math
 import operator
 import os
@@ -123,7 +124,7 @@ def validate(config):
         config.check()
     return config
 
-# %% ../book/06_config.md #4d0dc97d
+# %% ../book/06_config.md #27b40aeb
 def check_device(config) -> None:
     """A `ConfigError` naming the device option if `config.device` is not usable."""
     try:
@@ -159,10 +160,19 @@ class RunConfig:
                                              "quick trials (default: whole epochs, as "
                                              "the paper)", ge=1, metavar="N")
     verbose: bool = option(True, "one line per epoch", cli=False)
+    tensorboard: bool = option(False, "also log every epoch to RUN_DIR/tensorboard/ "
+                               "(needs the tensorboard package)")
 
     def check(self) -> None:
         """The rules that relate settings (`validate` calls this last)."""
         check_device(self)
+        if self.tensorboard and self.out_dir is None:
+            raise config_error(self, "tensorboard", "writes into the run folder: give "
+                               f"{option_name(type(self), 'out_dir')} RUN_DIR")
+        if self.tensorboard and importlib.util.find_spec("tensorboard") is None:
+            raise config_error(self, "tensorboard", "needs the tensorboard package: "
+                               "pip install 'darts_lit[tensorboard]' (history.json "
+                               "holds the same numbers)")
 
 # %% ../book/06_config.md #71a7547e
 GROUPS = {"data": "data", "network": "network", "weights": "weights w",

@@ -179,7 +179,7 @@ def fbnet_search_latency(config: FBNetSearchConfig, space: FBNetSpace, out) -> t
                         repeats=config.timing_repeats)
     return fbnet_latency(space, table, config.latency_batch)
 
-# %% ../book/13_fbnet_search.md #4c829d7c
+# %% ../book/13_fbnet_search.md #afba06ef
 def fbnet_search(config: FBNetSearchConfig | None = None,
                  stop_after_epoch: int | None = None, *, data=None, space=None,
                  **overrides):
@@ -243,7 +243,7 @@ def fbnet_search(config: FBNetSearchConfig | None = None,
                 w_optimizer=w_opt.state_dict(), w_scheduler=w_sched.state_dict(),
                 theta_optimizer=theta_opt.state_dict(), rng=get_rng_state(),
                 history=history), out / runs.CHECKPOINT)
-            save_json(history, out / "history.json")
+            runs.save_history(cfg, out, history)
             save_json({"blocks": row["derived"], "choices": chosen,
                        "latency_ms": row["derived_lat"]}, out / "architecture.json")
     return model, history

@@ -5,7 +5,7 @@ __all__ = ['EPOCHS_FREE', 'repackage_hidden', 'HiddenStateLoss', 'RNNArchitect',
            'evaluate_lm', 'lm_train_step', 'LMConfig', 'RNNSearchConfig',
            'search_rnn_epoch', 'lm_data', 'perplexity', 'search_rnn']
 
-# %% ../book/11_rnn_search.md #7aaec1a1
+# %% ../book/11_rnn_search.md #2ccee5b3
 import math
 from dataclasses import dataclass, replace
 
@@ -35,7 +35,6 @@ from darts_lit.utils import (
     print_epoch,
     progress,
     resolve_device,
-    save_json,
     seed_everything,
     set_rng_state,
 )
@@ -243,7 +242,7 @@ def perplexity(loss: float) -> float:
     return math.exp(loss) if loss < 700 else math.inf
 
 
-# %% ../book/11_rnn_search.md #2d2b3493
+# %% ../book/11_rnn_search.md #abcb004a
 def search_rnn(config: RNNSearchConfig | None = None,
                stop_after_epoch: int | None = None, **overrides):
     """Run (or resume) a recurrent DARTS search; (model, history)."""
@@ -293,5 +292,5 @@ def search_rnn(config: RNNSearchConfig | None = None,
                 arch_optimizer=architect.optimizer.state_dict(), history=history),
                 out / runs.CHECKPOINT)
             save_rnn_genotype(model.genotype(), out / "genotype.json")
-            save_json(history, out / "history.json")
+            runs.save_history(cfg, out, history)
     return model, history

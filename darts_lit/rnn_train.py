@@ -140,7 +140,7 @@ def _validate(model, optimizer, kind, val_data, bptt, best, epoch) -> tuple:
         swap_averaged(model, optimizer)
     return val_loss, best
 
-# %% ../book/11_rnn_train.md #1929cfdf
+# %% ../book/11_rnn_train.md #78e62b8b
 def train_rnn(config: RNNTrainConfig | None = None,
               stop_after_epoch: int | None = None, **overrides):
     """Train (or resume) a recurrent genotype; (model, result with the history)."""
@@ -180,7 +180,7 @@ def train_rnn(config: RNNTrainConfig | None = None,
         if out is not None:
             atomic_save(_train_state(model, optimizer, kind, epoch, history, best,
                                      cfg), out / runs.CHECKPOINT)
-            save_json(history, out / "history.json")
+            runs.save_history(cfg, out, history)
     if last < cfg.epochs:  # stopped early: resume later, test at the end
         return model, {"epochs": history}
     return _finish_training(model, best, corpus, cfg, dev, history, out, verbose)

@@ -398,7 +398,7 @@ def epoch_record(parts: SearchParts, config, epoch, lr, stats, seconds) -> dict:
             **({"betas": b} if (b := beta_weights(model)) else {}),
             **collapse.epoch_diagnostics(model, parts.hessian_batches, config.seed)}
 
-# %% ../book/08_search.md #c74644bc
+# %% ../book/08_search.md #1bd9f974
 def save_search(out_dir, parts: SearchParts, config, epoch: int, history) -> None:
     """Write checkpoint.pt, history.json and genotype.json to `out_dir`, atomically."""
     out = Path(out_dir)
@@ -407,7 +407,7 @@ def save_search(out_dir, parts: SearchParts, config, epoch: int, history) -> Non
         "search", config, distributed.world_size(), epoch=epoch, history=history,
         **utils.training_state(parts.model, optimizers, parts.scheduler))
     utils.atomic_save(state, out / runs.CHECKPOINT)
-    utils.save_json(history, out / "history.json")
+    runs.save_history(config, out, history)
     utils.save_json(search_result(history), out / "genotype.json")
 
 

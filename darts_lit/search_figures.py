@@ -53,10 +53,10 @@ def plot_alpha_history(history, part: str = "normal", primitives=None, ax=None):
     ax.grid(alpha=0.3)
     return ax
 
-# %% ../book/08_search_figures.md #a9bde96c
-def save_search_plots(history, out_dir) -> list[Path]:
+# %% ../book/08_search_figures.md #2d31385d
+def save_search_plots(history, out_dir, fmt: str = "png") -> list[Path]:
     """Accuracy, α-over-epochs, α heat maps, cell drawings and collapse diagnostics of
-    a search, as PNGs."""
+    a search, as PNGs (or as `fmt`: svg, pdf)."""
     import matplotlib.pyplot as plt
 
     from darts_lit.collapse import plot_collapse
@@ -67,7 +67,8 @@ def save_search_plots(history, out_dir) -> list[Path]:
 
     out, written = Path(out_dir), []
 
-    def save(fig, name):
+    def save(fig, name):  # name.png, or the same name in format `fmt`
+        name = name.removesuffix(".png") + f".{fmt}"
         fig.tight_layout()
         written.append(save_figure(fig, out / name))
 

@@ -213,7 +213,7 @@ def make_loaders(config: TrainConfig):
                              num_workers=config.num_workers, pin_memory=pin)
     return train_loader, test_loader, info
 
-# %% ../book/10_train.md #0ca7274f
+# %% ../book/10_train.md #a39936f8
 def save_run(config: TrainConfig, genotype, model, optimizer, scheduler, history):
     """Write checkpoint.pt, history.json and genotype.json into `config.out_dir`."""
     out = Path(config.out_dir)
@@ -223,7 +223,7 @@ def save_run(config: TrainConfig, genotype, model, optimizer, scheduler, history
         genotype=cell_record,
         **utils.training_state(model, {"sgd": optimizer}, scheduler))
     utils.atomic_save(state, out / runs.CHECKPOINT)
-    utils.save_json(history, out / "history.json")
+    runs.save_history(config, out, history)
     utils.save_json(cell_record, out / "genotype.json")
 
 # %% ../book/10_train.md #d51475ba
