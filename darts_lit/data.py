@@ -505,10 +505,11 @@ def large_image_transforms(train: bool, mean, std, image_size: int,
         steps.append(Cutout(cutout_length))
     return v2.Compose(steps)
 
-# %% ../book/01_data.md #a71f6960
+# %% ../book/01_data.md #43d326ee
 def read_folder(root, train: bool = True, image_size: int | None = None,
-                augment: bool | None = None, cutout_length: int = 0):
-    """`(dataset, DatasetInfo)` of a `root/{train,val|test}/<class>/<image>` folder."""
+                augment: bool | None = None, cutout_length: int = 0, stats=None):
+    """`(dataset, DatasetInfo)` of a `root/{train,val|test}/<class>/<image>` folder;
+    `stats=(mean, std)` replaces the statistics computed from the images."""
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DataNotFoundError(f"--data-dir {root}: no such folder; a folder data set "
@@ -527,9 +528,15 @@ def read_folder(root, train: bool = True, image_size: int | None = None,
                                     f"one laid out like train/ ({FOLDER_LAYOUT})")
         samples = list_image_folder(split, classes)[1]
     x = decode_images(samples, channels, side) if small else None
-    sample_x = (x[looked_at] if small and train else decode_images(
-        [train_samples[i] for i in looked_at], channels, side, "statistics"))
-    mean, std = channel_stats(sample_x.numpy())
+    if stats is None:
+        sample_x = (x[looked_at] if small and train else decode_images(
+            [train_samples[i] for i in looked_at], channels, side, "statistics"))
+        mean, std = channel_stats(sample_x.numpy())
+    else:
+        mean, std = (tuple(float(v) for v in s) for s in stats)
+        if not len(mean) == len(std) == channels:
+            raise ValueError(f"stats: give {channels} means and {channels} standard "
+                             f"deviations for these {channels}-channel images")
     std = tuple(max(s, 1e-3) for s in std)  # a constant channel: no division by 0
     info = DatasetInfo("folder", len(classes), channels, side, classes, mean, std,
                        str(root))

@@ -72,6 +72,18 @@ def test_folder_colour_large_images_and_evaluation_split(tmp_path):
     assert x.shape == (3, 80, 80) and y == 1
     assert len(test) == 8 and {label for _, label in test.samples} == {0, 1}
     assert test_info.mean == info.mean  # both splits: train/'s statistics
+    given, given_info = data.read_folder(tmp_path, image_size=80, augment=False,
+                                         stats=((0.5,) * 3, (0.25,) * 3))
+    assert given_info.mean == (0.5,) * 3 and given_info.std == (0.25,) * 3
+    plain = given.transform(data.load_image(given.samples[0][0], 3))
+    from torchvision.transforms import v2  # evaluation: resize to 256/224, centre crop
+
+    crop = v2.Compose([v2.PILToTensor(), v2.Resize(91, antialias=True),
+                       v2.CenterCrop(80)])
+    raw = crop(data.load_image(given.samples[0][0], 3))
+    torch.testing.assert_close(plain, (raw.float() / 255 - 0.5) / 0.25)
+    with pytest.raises(ValueError, match="give 3 means"):
+        data.read_folder(tmp_path, stats=((0.5,), (0.25,)))
     (tmp_path / "val" / "yak").mkdir()
     Image.new("RGB", (9, 9)).save(tmp_path / "val" / "yak" / "a.png")
     with pytest.raises(data.DataError, match="yak are not in train/"):
@@ -173,6 +185,15 @@ def test_search_train_test_on_a_folder_through_the_cli(tmp_path, capsys):
     weights = state["model"]  # 3 classes out, 3 channels in
     assert weights["classifier.weight"].shape[0] == 3
     assert weights["stem.0.weight"].shape[1] == 3
+    # export (the input is 3x12x12, read from the checkpoint) and redraw
+    prefix = tmp_path / "exported" / "pets"
+    assert main(["export", "--checkpoint", str(train_out / "checkpoint.pt"), "--out",
+                 str(prefix), "--formats", "export"]) == 0
+    net = torch.export.load(f"{prefix}.pt2").module()
+    assert net(torch.zeros(2, 3, 12, 12)).shape == (2, 3)
+    (train_out / "training.png").unlink()
+    assert main(["plot", str(train_out)]) == 0
+    assert (train_out / "training.png").stat().st_size > 0
 
 
 @pytest.mark.parametrize(("argv", "words"), [
