@@ -21,9 +21,11 @@ fixed validation batches (chapter *When the search collapses*):
 The result of each search (`search_result`: with early stopping, the epoch the rule
 chose) is trained from scratch briefly (a small `NetworkCIFAR`) and tested. Per method
 and seed the table lists the epochs run, the skip connections of the result's normal
-cell, λ_max at the first and last epoch, and the test accuracy; then per method the
+cell and its parameter-free operations (skip, pooling, noise, none), λ_max at the first
+and last epoch, and the test accuracy; then per method the
 means (and the accuracy's standard deviation) over seeds. The last line is exactly
-`<method>_acc=<mean> ... <method>_skips=<mean> ... <method>_lam=<mean last λ_max> ...`
+`<method>_acc=<mean> ... <method>_skips=<mean> ... <method>_free=<mean> ...
+<method>_lam=<mean last λ_max> ...`
 for the methods run, in the order of --methods.
 """
 
@@ -33,7 +35,7 @@ import statistics
 import torch
 from search_variants import check_run_args, run_all, run_parser, train_cell
 
-from darts_lit.collapse import SPACES
+from darts_lit.collapse import PARAMETER_FREE, SPACES
 from darts_lit.search import SearchConfig, search, search_result
 
 METHODS = {"darts": {}, "darts_es": {"early_stop": "darts_es"},
@@ -46,6 +48,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = run_parser(__doc__, METHODS, search_epochs=16, steps_per_epoch=10)
     p.add_argument("--space", default="s2", choices=tuple(SPACES))
     p.add_argument("--hessian-batches", type=int, default=1)
+    p.add_argument("--json", metavar="FILE", default=None,
+                   help="also write every result (λ_max, skips and parameter-free ops "
+                   "per epoch, cells, accuracies) and the settings to FILE")
     args = p.parse_args(argv)
     check_run_args(p, args)
     if args.hessian_batches < 1:
@@ -65,7 +70,11 @@ def run(method: str, seed: int, args) -> dict:
     genotype = search_result(history)
     ops = [op for op, _ in genotype["normal"]]
     return {"epochs": len(history), "skips": ops.count("skip_connect"),
+            "free": sum(op in PARAMETER_FREE for op in ops),
             "lam": [r["lambda_max"] for r in history],
+            "skips_per_epoch": [r["skips"] for r in history],
+            "free_per_epoch": [r["parameter_free"] for r in history],
+            "valid_acc": [r["valid_acc"] for r in history],
             "stop": (history[-1].get("early_stop") or {}).get("genotype_epoch"),
             "acc": train_cell(genotype, seed, args), "normal": ops}
 
@@ -81,18 +90,26 @@ def main(argv=None) -> None:
     results = run_all(run, args, lambda r: (
         f"{r['epochs']:2d} epochs"
         + (f", result of epoch {r['stop']}" if r["stop"] else "")
-        + f", skips {r['skips']}, λ_max {r['lam'][0]:.4f} -> {r['lam'][-1]:.4f}, "
+        + f", skips {r['skips']}, parameter-free {r['free']}, "
+        f"λ_max {r['lam'][0]:.4f} -> {r['lam'][-1]:.4f}, "
         f"test acc {r['acc']:5.1f}%  {' '.join(r['normal'])}"))
+    if args.json:
+        from darts_lit.utils import save_json
+
+        save_json({"settings": vars(args), "results": results}, args.json)
     means = {}
     for m, rows in results.items():
         accs = [r["acc"] for r in rows]
         sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
         means[m] = (statistics.mean(accs), statistics.mean(r["skips"] for r in rows),
-                    statistics.mean(r["lam"][-1] for r in rows))
-        print(f"{m:10s} mean: skips {means[m][1]:.2f}, last λ_max {means[m][2]:.4f}, "
+                    statistics.mean(r["lam"][-1] for r in rows),
+                    statistics.mean(r["free"] for r in rows))
+        print(f"{m:10s} mean: skips {means[m][1]:.2f}, parameter-free "
+              f"{means[m][3]:.2f}, last λ_max {means[m][2]:.4f}, "
               f"test acc {means[m][0]:5.1f} ± {sd:4.1f}%")
     print(" ".join(f"{m}_acc={means[m][0]:.2f}" for m in args.methods) + " "
           + " ".join(f"{m}_skips={means[m][1]:.2f}" for m in args.methods) + " "
+          + " ".join(f"{m}_free={means[m][3]:.2f}" for m in args.methods) + " "
           + " ".join(f"{m}_lam={means[m][2]:.4f}" for m in args.methods))
 
 

@@ -468,6 +468,9 @@ def test_cli_search_fbnet_runs_resumes_and_plots(tmp_path, capsys, one_thread):
     assert " ".join(arch["blocks"]) in printed
     assert (out / "latency.png").stat().st_size > 0
     assert json.loads((out / "latency_table.json").read_text()) == table  # reused
+    (out / "latency.png").unlink()  # darts-lit plot draws it again
+    assert cli_main(["plot", str(out), "--format", "svg"]) == 0
+    assert "<svg" in (out / "latency.svg").read_text()
     assert cli_main(["search-rnn", "--out", str(out), "--resume"]) == 1
     assert "a 'search-fbnet' run, read by darts-lit search-fbnet --resume" in (
         capsys.readouterr().err)
