@@ -3,16 +3,12 @@
 # %% auto #0
 __all__ = ['CIFAR10_CLASSES', 'CIFAR10_FOLDER', 'CIFAR10_MEAN', 'CIFAR10_STD',
            'DIGITS_CLASSES', 'DIGITS_N_TRAIN', 'DATASETS', 'IMAGENET_FOLDER',
-           'IMAGENET_MEAN', 'IMAGENET_STD', 'CIFAR100_FOLDER', 'IMAGE_EXTENSIONS',
-           'SMALL_IMAGE_SIDE', 'LOOK_AT', 'GREY_MODES', 'FOLDER_LAYOUT',
-           'DataNotFoundError', 'DataError', 'warn', 'default_cache_dir',
-           'data_search_path', 'find_cifar10', 'read_cifar10', 'Cutout',
-           'image_transforms', 'TensorImageDataset', 'read_digits', 'DatasetInfo',
-           'get_dataset', 'find_imagenet', 'imagenet_transforms', 'read_imagenet',
-           'find_cifar100', 'read_cifar100', 'channel_stats', 'list_image_folder',
-           'load_image', 'evenly_spaced', 'probe_images', 'fit_square', 'decode_images',
-           'ImageFileDataset', 'large_image_transforms', 'read_folder', 'plot_samples',
-           'search_split', 'search_loaders']
+           'IMAGENET_MEAN', 'IMAGENET_STD', 'CIFAR100_FOLDER', 'DataNotFoundError',
+           'DataError', 'warn', 'default_cache_dir', 'data_search_path', 'find_cifar10',
+           'read_cifar10', 'Cutout', 'image_transforms', 'TensorImageDataset',
+           'read_digits', 'DatasetInfo', 'get_dataset', 'find_imagenet',
+           'imagenet_transforms', 'read_imagenet', 'find_cifar100', 'read_cifar100',
+           'channel_stats', 'plot_samples', 'search_split', 'search_loaders']
 
 # %% ../book/01_data.md #8e791b31
 import functools
@@ -202,7 +198,7 @@ def _locate_cifar10(data_dir, download: bool) -> Path:
         raise _missing_cifar10(data_dir)
     return folder
 
-# %% ../book/01_data.md #91347117
+# %% ../book/01_data.md #4446231e
 DATASETS = ("auto", "cifar10", "cifar100", "digits", "folder", "imagenet")
 
 
@@ -214,12 +210,10 @@ def get_dataset(dataset: str = "auto", data_dir=None, train: bool = True,
     `train/<class>/<image>`; `image_size` resizes its images)."""
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of {DATASETS}")
-    if dataset in ("imagenet", "folder"):  # image files: see the sections below
-        if dataset == "folder" and data_dir is None:
-            raise DataNotFoundError("--dataset folder reads the images under "
-                                    "--data-dir DIR (Python: data_dir=DIR), laid out "
-                                    f"as {FOLDER_LAYOUT}")
+    if dataset in ("imagenet", "folder"):  # image files: see below and chapter 01b
         if dataset == "folder":
+            from darts_lit.folder_data import read_folder
+
             data, info = read_folder(data_dir, train, image_size, augment,
                                      cutout_length)
         else:
@@ -378,176 +372,6 @@ def _locate_cifar100(data_dir, download: bool) -> Path:
             "folder holding cifar-100-python/; or set DARTS_DATA; or download it "
             "(Python: download=True; needs internet).")
     return folder
-
-# %% ../book/01_data.md #ef952ff3
-IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif",
-                    ".tiff", ".webp")
-SMALL_IMAGE_SIDE = 64  # up to this side: decoded into memory, CIFAR's augmentation
-LOOK_AT = 1000  # images looked at for channels, size and statistics
-GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
-FOLDER_LAYOUT = "DIR/train/<class>/<image> (and optionally DIR/val/ or DIR/test/ alike)"
-
-
-def list_image_folder(split_dir, classes: tuple | None = None):
-    """`(classes, [(path, label), ...])` of a `split/<class>/<image>` folder."""
-    split_dir = Path(split_dir)
-    if not split_dir.is_dir():
-        raise DataNotFoundError(f"{split_dir}: no such folder; a folder data set is "
-                                f"laid out as {FOLDER_LAYOUT}")
-    found = sorted(d.name for d in split_dir.iterdir()
-                   if d.is_dir() and not d.name.startswith("."))
-    if not found:
-        raise DataError(f"{split_dir}: no class folders; put each class's images in "
-                        f"{split_dir}/<class>/")
-    if classes is None:
-        classes = tuple(found)
-    elif extra := sorted(set(found) - set(classes)):
-        raise DataError(f"{split_dir}: class folder(s) {', '.join(extra)} are not in "
-                        "train/; an evaluation split can only hold train/'s classes")
-    samples = []
-    for label, name in enumerate(classes):
-        if not (split_dir / name).is_dir():
-            continue  # an evaluation split without this class
-        files = sorted(p for p in (split_dir / name).rglob("*")
-                       if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-        if not files:
-            raise DataError(f"{split_dir / name}: no images (looked for "
-                            f"{' '.join(IMAGE_EXTENSIONS)}); add them or remove the "
-                            "folder")
-        samples += [(p, label) for p in files]
-    return classes, samples
-
-
-def load_image(path, channels: int):
-    """The image at `path` as a PIL image in mode L (1 channel) or RGB (3)."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            return im.convert("L" if channels == 1 else "RGB")
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise DataError(f"{path}: cannot read this image ({e}); replace or remove "
-                        "the file") from None
-
-
-def evenly_spaced(items: list, k: int = LOOK_AT) -> list:
-    """All of `items` if there are at most `k`, else `k` of them evenly spaced."""
-    if len(items) <= k:
-        return list(items)
-    return [items[round(i * (len(items) - 1) / (k - 1))] for i in range(k)]
-
-# %% ../book/01_data.md #8494a8bc
-def probe_images(samples) -> tuple[int, int]:
-    """(channels, median shorter side) from the headers of the images looked at."""
-    from PIL import Image
-
-    modes, sides = set(), []
-    for path, _ in evenly_spaced(samples):
-        try:
-            with Image.open(path) as im:
-                modes.add(im.mode)
-                sides.append(min(im.size))
-        except (OSError, ValueError) as e:
-            raise DataError(f"{path}: cannot read this image ({e}); replace or "
-                            "remove the file") from None
-    return (1 if modes <= set(GREY_MODES) else 3), int(np.median(sides))
-
-
-def fit_square(image_size: int):
-    """PIL image -> uint8 `[C, S, S]`: shorter side resized to S, centre crop."""
-    from torchvision.transforms import v2
-
-    return v2.Compose([v2.PILToTensor(), v2.Resize(image_size, antialias=True),
-                       v2.CenterCrop(image_size)])
-
-
-def decode_images(samples, channels: int, image_size: int, desc: str = "decoding"):
-    """All images of `samples` as one uint8 tensor `[N, C, S, S]`."""
-    from darts_lit.utils import progress
-
-    fit = fit_square(image_size)
-    x = torch.empty(len(samples), channels, image_size, image_size, dtype=torch.uint8)
-    for i, (path, _) in enumerate(progress(samples, desc)):
-        x[i] = fit(load_image(path, channels))
-    return x
-
-# %% ../book/01_data.md #249c6185
-class ImageFileDataset(Dataset):
-    """Images read from `[(path, label), ...]` per item, converted and transformed."""
-
-    def __init__(self, samples, classes, channels: int, transform):
-        self.samples, self.classes = list(samples), tuple(classes)
-        self.channels, self.transform = channels, transform
-
-    def __len__(self):
-        return len(self.samples)
-
-    def __getitem__(self, i):
-        path, label = self.samples[i]
-        return self.transform(load_image(path, self.channels)), label
-
-
-def large_image_transforms(train: bool, mean, std, image_size: int,
-                           cutout_length: int = 0):
-    """ImageNet's augmentation at any size: random resized crop and flip (train), or
-    resize to 256/224 of the size and centre crop (eval); normalise; (cutout)."""
-    from torchvision.transforms import v2
-
-    steps = [v2.PILToTensor()]
-    if train:
-        steps += [v2.RandomResizedCrop(image_size, antialias=True),
-                  v2.RandomHorizontalFlip()]
-    else:
-        steps += [v2.Resize(round(image_size * 256 / 224), antialias=True),
-                  v2.CenterCrop(image_size)]
-    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
-    if train and cutout_length > 0:
-        steps.append(Cutout(cutout_length))
-    return v2.Compose(steps)
-
-# %% ../book/01_data.md #43d326ee
-def read_folder(root, train: bool = True, image_size: int | None = None,
-                augment: bool | None = None, cutout_length: int = 0, stats=None):
-    """`(dataset, DatasetInfo)` of a `root/{train,val|test}/<class>/<image>` folder;
-    `stats=(mean, std)` replaces the statistics computed from the images."""
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise DataNotFoundError(f"--data-dir {root}: no such folder; a folder data set "
-                                f"is laid out as {FOLDER_LAYOUT}")
-    classes, train_samples = list_image_folder(root / "train")
-    channels, median_side = probe_images(train_samples)
-    side = image_size or median_side
-    looked_at = evenly_spaced(range(len(train_samples)))  # indices into train/
-    small = side <= SMALL_IMAGE_SIDE
-    if train:
-        samples = train_samples
-    else:
-        split = next((root / s for s in ("val", "test") if (root / s).is_dir()), None)
-        if split is None:
-            raise DataNotFoundError(f"{root}: no val/ or test/ folder to test on; add "
-                                    f"one laid out like train/ ({FOLDER_LAYOUT})")
-        samples = list_image_folder(split, classes)[1]
-    x = decode_images(samples, channels, side) if small else None
-    if stats is None:
-        sample_x = (x[looked_at] if small and train else decode_images(
-            [train_samples[i] for i in looked_at], channels, side, "statistics"))
-        mean, std = channel_stats(sample_x.numpy())
-    else:
-        mean, std = (tuple(float(v) for v in s) for s in stats)
-        if not len(mean) == len(std) == channels:
-            raise ValueError(f"stats: give {channels} means and {channels} standard "
-                             f"deviations for these {channels}-channel images")
-    std = tuple(max(s, 1e-3) for s in std)  # a constant channel: no division by 0
-    info = DatasetInfo("folder", len(classes), channels, side, classes, mean, std,
-                       str(root))
-    augment = train if augment is None else augment
-    if small:
-        pad = max(side // 8, 1)
-        tf = image_transforms(augment, mean, std, side, pad, cutout_length)
-        labels = [label for _, label in samples]
-        return TensorImageDataset(x, labels, tf, classes), info
-    tf = large_image_transforms(augment, mean, std, side, cutout_length)
-    return ImageFileDataset(samples, classes, channels, tf), info
 
 # %% ../book/01_data.md #343740c5
 def plot_samples(dataset: TensorImageDataset, n: int = 16, ncols: int = 8,

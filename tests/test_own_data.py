@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from darts_lit import data
+from darts_lit import data, folder_data
 from darts_lit.cli import main
 from darts_lit.utils import load_checkpoint
 
@@ -65,29 +65,29 @@ def test_folder_infers_classes_channels_size_and_statistics(tmp_path):
 def test_folder_colour_large_images_and_evaluation_split(tmp_path):
     write_folder(tmp_path, sizes=((90, 120),))
     (tmp_path / "val" / "cow").rename(tmp_path / "cow_elsewhere")  # val lacks a class
-    train, info = data.read_folder(tmp_path, train=True, image_size=80)
-    test, test_info = data.read_folder(tmp_path, train=False, image_size=80)
-    assert isinstance(train, data.ImageFileDataset) and info.in_channels == 3
+    train, info = folder_data.read_folder(tmp_path, train=True, image_size=80)
+    test, test_info = folder_data.read_folder(tmp_path, train=False, image_size=80)
+    assert isinstance(train, folder_data.ImageFileDataset) and info.in_channels == 3
     x, y = train[5]
     assert x.shape == (3, 80, 80) and y == 1
     assert len(test) == 8 and {label for _, label in test.samples} == {0, 1}
     assert test_info.mean == info.mean  # both splits: train/'s statistics
-    given, given_info = data.read_folder(tmp_path, image_size=80, augment=False,
+    given, given_info = folder_data.read_folder(tmp_path, image_size=80, augment=False,
                                          stats=((0.5,) * 3, (0.25,) * 3))
     assert given_info.mean == (0.5,) * 3 and given_info.std == (0.25,) * 3
-    plain = given.transform(data.load_image(given.samples[0][0], 3))
+    plain = given.transform(folder_data.load_image(given.samples[0][0], 3))
     from torchvision.transforms import v2  # evaluation: resize to 256/224, centre crop
 
     crop = v2.Compose([v2.PILToTensor(), v2.Resize(91, antialias=True),
                        v2.CenterCrop(80)])
-    raw = crop(data.load_image(given.samples[0][0], 3))
+    raw = crop(folder_data.load_image(given.samples[0][0], 3))
     torch.testing.assert_close(plain, (raw.float() / 255 - 0.5) / 0.25)
     with pytest.raises(ValueError, match="give 3 means"):
-        data.read_folder(tmp_path, stats=((0.5,), (0.25,)))
+        folder_data.read_folder(tmp_path, stats=((0.5,), (0.25,)))
     (tmp_path / "val" / "yak").mkdir()
     Image.new("RGB", (9, 9)).save(tmp_path / "val" / "yak" / "a.png")
     with pytest.raises(data.DataError, match="yak are not in train/"):
-        data.read_folder(tmp_path, train=False)
+        folder_data.read_folder(tmp_path, train=False)
 
 
 @pytest.mark.parametrize(("breakage", "words"), [
@@ -114,13 +114,13 @@ def test_bad_folders_name_the_path(tmp_path, breakage, words):
     elif breakage == "no_val":
         (tmp_path / "val").rename(tmp_path / "holdout")
     with pytest.raises((data.DataError, data.DataNotFoundError)) as e:
-        data.read_folder(tmp_path, train=breakage != "no_val")
+        folder_data.read_folder(tmp_path, train=breakage != "no_val")
     assert words in str(e.value), str(e.value)
 
 
 def test_broken_image_in_a_large_folder_stops_when_read(tmp_path):
     write_folder(tmp_path, sizes=((90, 120),))
-    ds, _ = data.read_folder(tmp_path, image_size=70)
+    ds, _ = folder_data.read_folder(tmp_path, image_size=70)
     path, _ = ds.samples[3]
     path.write_bytes(b"GIF89a nonsense")  # after the headers were looked at
     with pytest.raises(data.DataError, match=f"{path.name}: cannot read"):
