@@ -12,6 +12,7 @@ from darts_lit.architect import Architect, arch_gradient  # noqa: F401
 from darts_lit.data import DatasetInfo, get_dataset, search_loaders  # noqa: F401
 from darts_lit.fbnet import FBNetSpace, FBNetSupernet, fbnet_network  # noqa: F401
 from darts_lit.fbnet_search import FBNetSearchConfig, fbnet_search  # noqa: F401
+from darts_lit.folder_data import read_folder  # noqa: F401  (registers "folder")
 from darts_lit.genotypes import (  # noqa: F401
     DARTS,
     DARTS_V1,

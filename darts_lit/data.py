@@ -2,7 +2,7 @@
 
 # %% auto #0
 __all__ = ['CIFAR10_CLASSES', 'CIFAR10_FOLDER', 'CIFAR10_MEAN', 'CIFAR10_STD',
-           'DIGITS_CLASSES', 'DIGITS_N_TRAIN', 'DATASETS', 'IMAGENET_FOLDER',
+           'DIGITS_CLASSES', 'DIGITS_N_TRAIN', 'DATASETS', 'READERS', 'IMAGENET_FOLDER',
            'IMAGENET_MEAN', 'IMAGENET_STD', 'CIFAR100_FOLDER', 'DataNotFoundError',
            'DataError', 'warn', 'default_cache_dir', 'data_search_path', 'find_cifar10',
            'read_cifar10', 'Cutout', 'image_transforms', 'TensorImageDataset',
@@ -198,8 +198,12 @@ def _locate_cifar10(data_dir, download: bool) -> Path:
         raise _missing_cifar10(data_dir)
     return folder
 
-# %% ../book/01_data.md #4446231e
+# %% ../book/01_data.md #c172c43b
 DATASETS = ("auto", "cifar10", "cifar100", "digits", "folder", "imagenet")
+# Readers defined in later chapters, which import this module and so cannot be imported
+# from it: read(data_dir, train, image_size, augment, cutout_length) -> (data, info).
+# Chapter 01_folder_data adds "folder"; `import darts_lit` always loads it.
+READERS: dict = {}
 
 
 def get_dataset(dataset: str = "auto", data_dir=None, train: bool = True,
@@ -210,12 +214,10 @@ def get_dataset(dataset: str = "auto", data_dir=None, train: bool = True,
     `train/<class>/<image>`; `image_size` resizes its images)."""
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of {DATASETS}")
-    if dataset in ("imagenet", "folder"):  # image files: see below and chapter 01b
+    if dataset in ("imagenet", "folder"):  # image files: below, and the next chapter
         if dataset == "folder":
-            from darts_lit.folder_data import read_folder
-
-            data, info = read_folder(data_dir, train, image_size, augment,
-                                     cutout_length)
+            data, info = READERS["folder"](data_dir, train, image_size, augment,
+                                           cutout_length)
         else:
             data, info = read_imagenet(data_dir, train, augment)
         if verbose:

@@ -142,7 +142,7 @@ def large_image_transforms(train: bool, mean, std, image_size: int,
         steps.append(data.Cutout(cutout_length))
     return v2.Compose(steps)
 
-# %% ../book/01_folder_data.md #c44e6735
+# %% ../book/01_folder_data.md #b67328a6
 def read_folder(root, train: bool = True, image_size: int | None = None,
                 augment: bool | None = None, cutout_length: int = 0, stats=None):
     """`(dataset, DatasetInfo)` of a `root/{train,val|test}/<class>/<image>` folder;
@@ -190,3 +190,6 @@ def read_folder(root, train: bool = True, image_size: int | None = None,
         return data.TensorImageDataset(x, labels, tf, classes), info
     tf = large_image_transforms(augment, mean, std, side, cutout_length)
     return ImageFileDataset(samples, classes, channels, tf), info
+
+
+data.READERS["folder"] = read_folder  # get_dataset("folder", ...) of the data chapter
