@@ -30,14 +30,21 @@ def register_plot(subparsers) -> None:
                    "recurrent")
     p.add_argument("--out", metavar="FILE",
                    help="with --genotype: the picture to write, e.g. cell.svg")
+    p.add_argument("--recurrent", action="store_true",
+                   help="with --genotype: a recurrent cell (DARTS, DARTS_V1 and "
+                   "DARTS_V2 name a convolutional and a recurrent cell; without this "
+                   "flag, the convolutional one)")
     p.set_defaults(func=lambda args: run_command("darts-lit plot", run_plot, args))
 
 
-def _any_genotype(text: str):
-    """A convolutional genotype, else a recurrent one, from a name or a file."""
+def _any_genotype(text: str, recurrent: bool = False):
+    """A convolutional genotype, else a recurrent one, from a name or a file (only a
+    recurrent one with `recurrent`)."""
     from darts_lit.genotypes import GenotypeError, resolve_genotype
     from darts_lit.rnn import resolve_rnn_genotype
 
+    if recurrent:
+        return resolve_rnn_genotype(text)
     try:
         return resolve_genotype(text)
     except (GenotypeError, ValueError) as cnn_error:
@@ -69,7 +76,7 @@ def run_plot(args) -> int:
     if suffix not in outputs.FORMATS:
         raise ValueError(f"--out: the file name must end in .png, .svg or .pdf, got "
                          f"{args.out}")
-    genotype = _any_genotype(args.genotype)
+    genotype = _any_genotype(args.genotype, args.recurrent)
     print(save_figure(outputs.plot_genotype(genotype, title=args.genotype), args.out))
     return 0
 

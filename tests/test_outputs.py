@@ -58,9 +58,17 @@ def test_plot_a_genotype_in_each_format(tmp_path, capsys):
         out = str(tmp_path / name)
         assert main(["plot", "--genotype", "DARTS_V2", "--out", out]) == 0
         assert (tmp_path / name).read_bytes().lstrip()[:len(magic)] == magic
-    rnn = str(tmp_path / "rnn.png")  # DARTS: the recurrent reference cell
-    assert main(["plot", "--genotype", "DARTS", "--out", rnn]) == 0
+    rnn = str(tmp_path / "rnn.png")
+    assert main(["plot", "--genotype", "DARTS", "--recurrent", "--out", rnn]) == 0
     assert (tmp_path / "rnn.png").stat().st_size > 0
+    # names shared by both kinds are convolutional unless --recurrent; ENAS is recurrent
+    from darts_lit.cli_tools import _any_genotype
+    from darts_lit.genotypes import Genotype
+    from darts_lit.rnn import RNNGenotype
+
+    assert isinstance(_any_genotype("DARTS"), Genotype)
+    assert isinstance(_any_genotype("DARTS", recurrent=True), RNNGenotype)
+    assert isinstance(_any_genotype("ENAS"), RNNGenotype)
     capsys.readouterr()
 
 
