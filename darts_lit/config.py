@@ -124,7 +124,7 @@ def validate(config):
         config.check()
     return config
 
-# %% ../book/06_config.md #27b40aeb
+# %% ../book/06_config.md #da3fa42d
 def check_device(config) -> None:
     """A `ConfigError` naming the device option if `config.device` is not usable."""
     try:
@@ -135,15 +135,21 @@ def check_device(config) -> None:
 
 
 def check_image_data(config) -> None:
-    """The rules of the image-data settings: a folder data set needs its folder, and
-    only a folder data set is resized (`dataset`, `data_dir`, `image_size`)."""
+    """The rules of the image-data settings: a folder data set needs its folder, only
+    image files are resized, only ImageNet-100 picks classes (`dataset`, `data_dir`,
+    `image_size`, and `classes` where a config has it)."""
     if config.dataset == "folder" and config.data_dir is None:
         raise config_error(config, "dataset", "'folder' reads "
                            "DIR/train/<class>/<image>; "
                            f"give {option_name(type(config), 'data_dir')} DIR")
-    if config.image_size is not None and config.dataset != "folder":
+    if config.image_size is not None and config.dataset not in ("folder",
+                                                                "imagenet100"):
         raise config_error(config, "image_size", "resizes the images of a folder data "
-                           f"set only; {config.dataset!r} keeps its own size")
+                           f"set or ImageNet-100 only; {config.dataset!r} keeps its "
+                           "own size")
+    if getattr(config, "classes", None) is not None and config.dataset != "imagenet100":
+        raise config_error(config, "classes", "picks the classes of --dataset "
+                           f"imagenet100 only, not of {config.dataset!r}")
 
 
 @dataclass

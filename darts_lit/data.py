@@ -198,24 +198,30 @@ def _locate_cifar10(data_dir, download: bool) -> Path:
         raise _missing_cifar10(data_dir)
     return folder
 
-# %% ../book/01_data.md #c172c43b
-DATASETS = ("auto", "cifar10", "cifar100", "digits", "folder", "imagenet")
+# %% ../book/01_data.md #5b4a9490
+DATASETS = ("auto", "cifar10", "cifar100", "digits", "folder", "imagenet",
+            "imagenet100")
 # Readers defined in later chapters, which import this module and so cannot be imported
 # from it: read(data_dir, train, image_size, augment, cutout_length) -> (data, info).
-# Chapter 01_folder_data adds "folder"; `import darts_lit` always loads it.
+# Chapter 01_folder_data adds "folder" and "imagenet100" (which also takes `classes`);
+# `import darts_lit` always loads it.
 READERS: dict = {}
 
 
 def get_dataset(dataset: str = "auto", data_dir=None, train: bool = True,
                 augment: bool | None = None, cutout_length: int = 0,
                 download: bool = False, verbose: bool = True,
-                image_size: int | None = None):
+                image_size: int | None = None, classes=None):
     """`(dataset, DatasetInfo)` for one of `DATASETS` ("folder": `data_dir` holds
-    `train/<class>/<image>`; `image_size` resizes its images)."""
+    `train/<class>/<image>`; `image_size` resizes its images; "imagenet100": the
+    `classes` of ImageNet, the first 100 by default)."""
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of {DATASETS}")
-    if dataset in ("imagenet", "folder"):  # image files: below, and the next chapter
-        if dataset == "folder":
+    if dataset in ("imagenet", "folder", "imagenet100"):  # image files
+        if dataset == "imagenet100":
+            data, info = READERS[dataset](data_dir, train, image_size, augment,
+                                          cutout_length, classes)
+        elif dataset == "folder":
             data, info = READERS["folder"](data_dir, train, image_size, augment,
                                            cutout_length)
         else:

@@ -2,9 +2,10 @@
 
 # %% auto #0
 __all__ = ['IMAGE_EXTENSIONS', 'SMALL_IMAGE_SIDE', 'LOOK_AT', 'GREY_MODES',
-           'FOLDER_LAYOUT', 'list_image_folder', 'load_image', 'evenly_spaced',
-           'probe_images', 'fit_square', 'decode_images', 'ImageFileDataset',
-           'large_image_transforms', 'read_folder']
+           'FOLDER_LAYOUT', 'IMAGENET100_CLASSES', 'list_image_folder', 'load_image',
+           'evenly_spaced', 'probe_images', 'fit_square', 'decode_images',
+           'ImageFileDataset', 'large_image_transforms', 'read_folder',
+           'select_classes', 'read_imagenet100']
 
 # %% ../book/01_folder_data.md #8886f527
 from pathlib import Path
@@ -15,7 +16,7 @@ from torch.utils.data import Dataset
 
 from . import data
 
-# %% ../book/01_folder_data.md #134b8a8c
+# %% ../book/01_folder_data.md #22cbfc67
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif",
                     ".tiff", ".webp")
 SMALL_IMAGE_SIDE = 64  # up to this side: decoded into memory, CIFAR's augmentation
@@ -24,8 +25,9 @@ GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
 FOLDER_LAYOUT = "DIR/train/<class>/<image> (and optionally DIR/val/ or DIR/test/ alike)"
 
 
-def list_image_folder(split_dir, classes: tuple | None = None):
-    """`(classes, [(path, label), ...])` of a `split/<class>/<image>` folder."""
+def list_image_folder(split_dir, classes: tuple | None = None, subset: bool = False):
+    """`(classes, [(path, label), ...])` of a `split/<class>/<image>` folder; with
+    `subset`, class folders not in `classes` are left out rather than refused."""
     split_dir = Path(split_dir)
     if not split_dir.is_dir():
         raise data.DataNotFoundError(f"{split_dir}: no such folder; a folder data set "
@@ -37,7 +39,7 @@ def list_image_folder(split_dir, classes: tuple | None = None):
                              f"in {split_dir}/<class>/")
     if classes is None:
         classes = tuple(found)
-    elif extra := sorted(set(found) - set(classes)):
+    elif (extra := sorted(set(found) - set(classes))) and not subset:
         raise data.DataError(f"{split_dir}: class folder(s) {', '.join(extra)} are not "
                              "in train/; an evaluation split can only hold train/'s "
                              "classes")
@@ -193,3 +195,60 @@ def read_folder(root, train: bool = True, image_size: int | None = None,
 
 
 data.READERS["folder"] = read_folder  # get_dataset("folder", ...) of the data chapter
+
+# %% ../book/01_folder_data.md #9b897a7c
+IMAGENET100_CLASSES = 100
+
+
+def select_classes(found: list, spec=None, where: str = "train/") -> tuple:
+    """The classes `spec` picks from the sorted folder names `found`: the first N
+    (`spec` an int or digits, default 100) or those a text file lists."""
+    spec = IMAGENET100_CLASSES if spec is None else spec
+    if isinstance(spec, int) or str(spec).isdigit():
+        n = int(spec)
+        if not 1 <= n <= len(found):
+            raise data.DataError(f"--classes {n}: choose 1 to {len(found)}, the class "
+                                 f"folders in {where}")
+        return tuple(found[:n])
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise data.DataError(f"--classes {spec}: neither a number of classes nor a "
+                             "file listing class folders, one per line")
+    names = [line.strip() for line in path.read_text().splitlines()
+             if line.strip() and not line.lstrip().startswith("#")]
+    if missing := [n for n in names if n not in found]:
+        raise data.DataError(f"--classes {path}: {len(missing)} listed class(es) have "
+                             f"no folder in {where}, e.g. {missing[0]!r}")
+    if not names or len(set(names)) != len(names):
+        raise data.DataError(f"--classes {path}: list each class once (found "
+                             f"{len(names)} names, {len(set(names))} distinct)")
+    return tuple(names)
+
+# %% ../book/01_folder_data.md #9bf533db
+def read_imagenet100(data_dir=None, train: bool = True, image_size: int | None = None,
+                     augment: bool | None = None, cutout_length: int = 0,
+                     classes=None):
+    """`(dataset, DatasetInfo)` of ImageNet-100: `classes` of an ImageNet folder."""
+    root = data.find_imagenet(data_dir)
+    if root is None:
+        looked = ", ".join(f"{p}/{data.IMAGENET_FOLDER}"
+                           for _, p in data.data_search_path(data_dir))
+        raise data.DataNotFoundError(
+            f"ImageNet-100 is read from an ImageNet folder (train/ and val/ class "
+            f"folders), found in none of: {looked}. Fix: --data-dir DIR holding "
+            "imagenet/train/ and imagenet/val/, or set DARTS_DATA")
+    found = sorted(d.name for d in (root / "train").iterdir()
+                   if d.is_dir() and not d.name.startswith("."))
+    chosen = select_classes(found, classes, str(root / "train"))
+    split = root / ("train" if train else "val")
+    _, samples = list_image_folder(split, chosen, subset=True)
+    side = image_size or 224
+    augment = train if augment is None else augment
+    tf = large_image_transforms(augment, data.IMAGENET_MEAN, data.IMAGENET_STD, side,
+                                cutout_length)
+    info = data.DatasetInfo("imagenet100", len(chosen), 3, side, chosen,
+                            data.IMAGENET_MEAN, data.IMAGENET_STD, str(root))
+    return ImageFileDataset(samples, chosen, 3, tf), info
+
+
+data.READERS["imagenet100"] = read_imagenet100  # get_dataset("imagenet100", ...)

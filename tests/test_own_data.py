@@ -199,7 +199,7 @@ def test_search_train_test_on_a_folder_through_the_cli(tmp_path, capsys):
 @pytest.mark.parametrize(("argv", "words"), [
     (["search", "--dataset", "folder"], "--dataset: 'folder' reads DIR/train/"),
     (["search", "--dataset", "digits", "--image-size", "16"],
-     "--image-size: resizes the images of a folder data set only"),
+     "--image-size: resizes the images of a folder data set or ImageNet-100 only"),
     (["train", "--dataset", "folder", "--data-dir", "/nonexistent/pets"],
      "--data-dir /nonexistent/pets: no such folder"),
     (["search", "--dataset", "folder", "--image-size", "2", "--data-dir", "x"],
