@@ -13,6 +13,15 @@ the number of steps of each phase:
 - PTB: recurrent search (batch 256, bptt 35, 300 units, first order) → 104 steps × 50
   epochs, and evaluation training (batch 64, bptt 35, 850 units) → 415 steps × 8,000
   epochs (the reference code's default; the paper stops earlier when converged).
+- FBNet search (Wu et al. 2019, §4.1): the 22-layer supernet of Table 1 at 224×224 on
+  ImageNet-100 (about 128,000 training images: 80 % train w, 20 % train θ), batch 64
+  (--fbnet-batch: a θ step through all nine blocks of every layer at batch 64 needs
+  tens of GB), 90 epochs. One timed unit is four single-path w steps and one θ step
+  (soft Gumbel samples through every block), the 80/20 ratio → 25,600 / batch units ×
+  90 epochs.
+- FBNet-B training on ImageNet, batch 128: this project does not reproduce the paper's
+  ImageNet recipe, so the phase counts DARTS's 250 epochs (10,010 steps each) for
+  comparison; scale the hours to your schedule.
 
 Usage (from the repository root; needs only torch and numpy besides the package):
   PYTHONPATH=. python benchmarks/paper_cost.py --device cuda
@@ -27,7 +36,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from darts_lit import fbnet, fbnet_models
 from darts_lit.architect import Architect
+from darts_lit.fbnet_search import fbnet_search_epoch
 from darts_lit.genotypes import DARTS_V2
 from darts_lit.model import NetworkCIFAR, NetworkImageNet
 from darts_lit.model_search import Network
@@ -117,6 +128,40 @@ def ptb_eval(device):
     return lm_step(model, device, 64, arch=False), steps
 
 
+def fbnet_search(device, batch: int = 64):
+    """Four w steps (single path) and one θ step of the paper's FBNet supernet."""
+    space = fbnet_models.paper_space(num_classes=100)
+    model = fbnet.FBNetSupernet(space).to(device).train()
+    w_opt = torch.optim.SGD(model.weights(), 0.1, momentum=0.9, weight_decay=1e-4)
+    theta_opt = torch.optim.Adam(model.arch_parameters(), 0.01, weight_decay=5e-4)
+    data = [(torch.randn(batch, 3, 224, 224, device=device),
+             torch.randint(0, 100, (batch,), device=device))]
+    lat = torch.rand(len(space.layer_shapes()), len(space.blocks), dtype=torch.float64)
+
+    def step():
+        for _ in range(4):
+            fbnet_search_epoch(model, data, w_opt, tau=5.0, train_theta=False,
+                               hard=True, device=device)
+        fbnet_search_epoch(model, data, theta_opt, tau=5.0, train_theta=True,
+                           objective=lambda ce, e_lat: ce + 0.1 * e_lat, lat=lat,
+                           device=device)
+    return step, 25_600 // batch * 90
+
+
+def fbnet_b_train(device):
+    space, choices = fbnet_models.fbnet_reference("fbnet_b")
+    model = fbnet.fbnet_network(space, choices).to(device).train()
+    opt = torch.optim.SGD(model.parameters(), 0.1, momentum=0.9, weight_decay=4e-5)
+    x = torch.randn(128, 3, 224, 224, device=device)
+    y = torch.randint(0, 1000, (128,), device=device)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y, label_smoothing=0.1).backward()
+        opt.step()
+    return step, 10_010 * 250
+
+
 PHASES = {
     "cifar_search_1st": lambda d: cifar_search(d, unrolled=False),
     "cifar_search_2nd": lambda d: cifar_search(d, unrolled=True),
@@ -124,6 +169,8 @@ PHASES = {
     "imagenet_eval": imagenet_eval,
     "ptb_search_1st": ptb_search,
     "ptb_eval": ptb_eval,
+    "fbnet_search": fbnet_search,
+    "fbnet_b_train": fbnet_b_train,
 }
 
 
@@ -134,6 +181,8 @@ def main(argv=None) -> None:
                    help=f"comma-separated subset of {', '.join(PHASES)}")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--fbnet-batch", type=int, default=64,
+                   help="batch of the fbnet_search phase (the paper's scale: 64)")
     args = p.parse_args(argv)
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -149,7 +198,8 @@ def main(argv=None) -> None:
     print(f"{'phase':<18}{'s/step':>10}{'steps':>12}{'hours':>10}")
     costs = []
     for phase in phases:
-        step, steps = PHASES[phase](device)
+        step, steps = (fbnet_search(device, args.fbnet_batch) if phase == "fbnet_search"
+                       else PHASES[phase](device))
         t = median_step_time(step, device, args.warmup, args.repeats)
         hours = t * steps / 3600
         costs.append(f"{phase}:{hours:.1f}")

@@ -129,13 +129,15 @@ def format_test_result(res: dict) -> str:
 
 
 def register_test(subparsers) -> None:
-    """`darts-lit test`: test accuracy of a `darts-lit train` checkpoint."""
+    """`darts-lit test`: test accuracy of a `train` or `train-fbnet` checkpoint."""
     p = subparsers.add_parser(
         "test", help="test accuracy of a trained network's checkpoint",
-        description="Rebuild the network saved by `darts-lit train` and print its "
-        "top-1 (and top-5) accuracy on the test split of its data set.")
+        description="Rebuild the network saved by `darts-lit train` or `darts-lit "
+        "train-fbnet` and print its top-1 (and top-5) accuracy on the test split of "
+        "its data set.")
     p.add_argument("--checkpoint", required=True, metavar="PATH",
-                   help="checkpoint.pt in a `darts-lit train` run folder")
+                   help="checkpoint.pt in a `darts-lit train` or `train-fbnet` run "
+                   "folder")
     p.add_argument("--data-dir", metavar="DIR", default=None,
                    help="folder holding the data set (default: the one used in "
                    "training, else $DARTS_DATA)")
@@ -146,6 +148,7 @@ def register_test(subparsers) -> None:
 
 def run_test(args) -> int:
     """Run `darts-lit test` with the parsed `args`; return the exit status."""
+    from darts_lit.runs import read_checkpoint
     from darts_lit.train import evaluate_checkpoint
     from darts_lit.utils import resolve_device
 
@@ -153,8 +156,11 @@ def run_test(args) -> int:
         resolve_device(args.device)
     except RuntimeError as e:
         raise ValueError(f"--device: {str(e).split(';')[0]}") from None
-    res = evaluate_checkpoint(args.checkpoint, data_dir=args.data_dir,
-                              device=args.device, verbose=False)
+    evaluate = evaluate_checkpoint
+    if read_checkpoint(args.checkpoint, ("train", "train-fbnet"))["kind"] != "train":
+        from darts_lit.fbnet_train import evaluate_fbnet_checkpoint as evaluate
+    res = evaluate(args.checkpoint, data_dir=args.data_dir, device=args.device,
+                   verbose=False)
     print(format_test_result(res))
     return 0
 

@@ -87,13 +87,14 @@ def register_export(subparsers) -> None:
 
     p = subparsers.add_parser(
         "export", help="export a trained network (TorchScript, torch.export, ONNX)",
-        description="Export the network of a `darts-lit train` checkpoint: "
+        description="Export the network of a `darts-lit train` or `train-fbnet` "
+        "checkpoint: "
         "TorchScript (.torchscript.pt), torch.export (.pt2) and, with the onnx "
         "packages installed (pip install 'darts_lit[export]'), ONNX (.onnx). Each "
         "file is loaded back, checked to compute what the eager network computes on "
         "a random batch, and timed on this machine's CPU.")
     p.add_argument("--checkpoint", required=True, metavar="PATH",
-                   help="checkpoint.pt of a `darts-lit train` run")
+                   help="checkpoint.pt of a `darts-lit train` or `train-fbnet` run")
     p.add_argument("--out", required=True, metavar="PREFIX",
                    help="file name prefix: writes PREFIX.torchscript.pt, PREFIX.pt2, "
                    "PREFIX.onnx")

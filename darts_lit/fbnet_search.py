@@ -2,11 +2,12 @@
 
 # %% auto #0
 __all__ = ['fbnet_search_epoch', 'FBNetSearchConfig', 'fbnet_objective',
-           'fbnet_search_data', 'fbnet_search_latency', 'fbnet_search',
-           'train_and_evaluate']
+           'fbnet_search_data', 'fbnet_search_latency', 'fbnet_search_epoch_row',
+           'save_fbnet_architectures', 'fbnet_search', 'train_and_evaluate']
 
-# %% ../book/13_fbnet_search.md #a1d06380
+# %% ../book/13_fbnet_search.md #51afa55e
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -17,6 +18,12 @@ from darts_lit.fbnet import (
     FBNetSupernet,
     fbnet_latency,
     fbnet_table,
+)
+from darts_lit.fbnet_models import (
+    SPACE_PRESETS,
+    fbnet_space,
+    sample_architectures,
+    save_architecture,
 )
 from darts_lit.latency import (
     additive_loss,
@@ -33,23 +40,23 @@ from darts_lit.utils import (
     get_rng_state,
     print_epoch,
     resolve_device,
-    save_json,
     seed_everything,
     set_rng_state,
 )
 
 from . import runs
 from .config import RunConfig, check_image_data, config_error, option, validate
-from .data import get_dataset, search_loaders
+from .data import DATASETS, get_dataset, search_loaders
 from .latency_table import auto_clock
-from .search import seed_loaders
+from .search import seed_loaders, single_level_loader
 
-# %% ../book/13_fbnet_search.md #8ad60530
+# %% ../book/13_fbnet_search.md #bb2eb4e7
 def fbnet_search_epoch(model: FBNetSupernet, loader, optimizer, *, tau: float,
                        train_theta: bool, objective=None, lat=None, fixed: float = 0.0,
                        hard: bool = False, device="cpu", max_steps=None,
-                       where: str = "") -> dict:
-    """One pass over `loader` training w (θ frozen) or θ (`objective(ce, E[LAT])`)."""
+                       where: str = "", w_optimizer=None) -> dict:
+    """One pass over `loader` training w (θ frozen) or θ (`objective(ce, E[LAT])`);
+    with `w_optimizer` (single-level), θ's loss steps w too, on the same batch."""
     ce_sum = lat_sum = acc_sum = n = 0.0
     for step, (x, y) in enumerate(loader):
         if max_steps is not None and step >= max_steps:
@@ -66,35 +73,46 @@ def fbnet_search_epoch(model: FBNetSupernet, loader, optimizer, *, tau: float,
             lat_sum += e_lat.item() * len(y)
         check_finite(loss, "θ loss" if train_theta else "training loss",
                      f"{where}, step {step + 1}")
-        optimizer.zero_grad()
+        optimizers = [optimizer] + ([w_optimizer] if w_optimizer is not None else [])
+        for opt in optimizers:
+            opt.zero_grad()
         loss.backward()
-        optimizer.step()
+        for opt in optimizers:
+            opt.step()
         ce_sum += ce.item() * len(y)
         acc_sum += accuracy(logits, y)[0] * len(y)
         n += len(y)
     return {"ce": ce_sum / n, "acc": acc_sum / n, "lat": lat_sum / n}
 
-# %% ../book/13_fbnet_search.md #302c0fc8
+# %% ../book/13_fbnet_search.md #092bd777
 @dataclass
 class FBNetSearchConfig(RunConfig):
     """Settings of an FBNet search; the paper's values where it gives them."""
 
     dataset: str = option("auto", "'auto': CIFAR-10 if found, else scikit-learn's 8x8 "
-                          "digits; 'folder': DIR/train/<class>/<image>",
-                          choices=("auto", "cifar10", "cifar100", "digits", "folder"),
-                          group="data")
+                          "digits; 'folder': DIR/train/<class>/<image>; 'imagenet100': "
+                          "classes of an ImageNet folder (FBNet's search data)",
+                          choices=DATASETS, group="data")
     data_dir: str | None = option(None, "folder holding the data set (default: "
                                   "$DARTS_DATA, else ~/.cache/darts_lit)",
                                   metavar="DIR", group="data")
     image_size: int | None = option(None, "side of the square images of --dataset "
-                                    "folder (default: their median shorter side)",
+                                    "folder or imagenet100 (default: their median "
+                                    "shorter side; 224 for imagenet100)",
                                     ge=4, le=4096, group="data", metavar="PIXELS")
+    classes: str | None = option(None, "the classes of --dataset imagenet100: the "
+                                 "first N class folders, or a file listing them "
+                                 "(default: 100)", metavar="N|FILE", group="data")
     train_portion: float = option(0.8, "share of the training set that trains w; the "
                                   "rest trains θ", gt=0, lt=1, paper=True, group="data")
     batch_size: int = option(64, "batch size", ge=1, group="data")
     augment: bool = option(True, "random crops and flips of the training images",
                            group="data")
     num_workers: int = option(0, "data loader worker processes", ge=0, group="data")
+    space: str = option("cpu", "the macro-architecture: 'cpu' (the book's 6 layers), "
+                        "'paper' (FBNet's Table 1: 22 layers, 1504-channel head) or a "
+                        "JSON file of FBNetSpace fields", metavar="PRESET|FILE",
+                        group="network")
     epochs: int = option(90, "search epochs", ge=1, paper=True, group="weights")
     warmup_epochs: int = option(1, "first epochs that train only w, so that θ is not "
                                 "judged on untrained blocks", ge=0, group="weights")
@@ -117,6 +135,12 @@ class FBNetSearchConfig(RunConfig):
                               ge=0, paper=True, group="architecture")
     hard_theta: bool = option(False, "θ steps use one-hot (straight-through) samples",
                               group="architecture")
+    single_level: bool = option(False, "single-level: after the warm-up, each batch of "
+                                "the whole training set steps w and θ together on θ's "
+                                "loss (no split)", group="architecture")
+    samples: int = option(6, "architectures sampled from the final softmax(θ) and "
+                          "written beside the derived one", ge=0, paper=True,
+                          group="architecture")
     objective: str = option("fbnet", "'fbnet': CE·a·log(LAT)^b with LAT in µs; "
                             "'additive': CE + κ·E[LAT] / E[LAT at uniform θ]",
                             choices=("fbnet", "additive"), paper=True,
@@ -130,8 +154,8 @@ class FBNetSearchConfig(RunConfig):
     latency_table: str | None = option(None, "lookup table to reuse and complete "
                                        "(default: latency_table.json in the run "
                                        "folder)", metavar="FILE", group="latency")
-    latency_batch: int = option(8, "batch of each timed forward pass", ge=1,
-                                group="latency")
+    latency_batch: int = option(8, "batch of each timed forward pass (1: what a "
+                                "phone sees)", ge=1, group="latency")
     clock: str = option("auto", "what times an op: 'wall', 'cpu' (this thread's CPU "
                         "time, one thread only) or 'auto'",
                         choices=("auto", "wall", "cpu"), group="latency")
@@ -146,10 +170,14 @@ class FBNetSearchConfig(RunConfig):
         if self.warmup_epochs >= self.epochs:
             raise config_error(self, "warmup_epochs", f"must be below the "
                                     f"{self.epochs} epochs, or θ never trains")
+        if (self.space not in SPACE_PRESETS
+                and not Path(self.space).expanduser().is_file()):
+            raise config_error(self, "space", f"{self.space!r} is neither a preset "
+                               f"({', '.join(SPACE_PRESETS)}) nor a JSON file")
         check_image_data(self)
         super().check()
 
-# %% ../book/13_fbnet_search.md #8bedabe2
+# %% ../book/13_fbnet_search.md #5f57e60b
 def fbnet_objective(config: FBNetSearchConfig, lat: torch.Tensor, fixed: float):
     """θ's loss `objective(ce, E[LAT] in ms)` of `config`."""
     if config.objective == "fbnet":
@@ -161,10 +189,13 @@ def fbnet_objective(config: FBNetSearchConfig, lat: torch.Tensor, fixed: float):
 
 
 def fbnet_search_data(config: FBNetSearchConfig) -> tuple:
-    """(w loader, θ loader, DatasetInfo): the two parts of the training set."""
+    """(w loader, θ loader, DatasetInfo): the two parts of the training set (single-
+    level: the whole set, and no θ loader)."""
     data, info = get_dataset(config.dataset, config.data_dir, train=True,
                              augment=config.augment, verbose=config.verbose,
-                             image_size=config.image_size)
+                             image_size=config.image_size, classes=config.classes)
+    if config.single_level:
+        return single_level_loader(data, config), None, info
     train_q, valid_q = search_loaders(data, config.batch_size, config.train_portion,
                                       config.seed, config.num_workers)
     return train_q, valid_q, info
@@ -179,17 +210,58 @@ def fbnet_search_latency(config: FBNetSearchConfig, space: FBNetSpace, out) -> t
                         repeats=config.timing_repeats)
     return fbnet_latency(space, table, config.latency_batch)
 
-# %% ../book/13_fbnet_search.md #afba06ef
+# %% ../book/13_fbnet_search.md #246208a6
+def fbnet_search_epoch_row(cfg: FBNetSearchConfig, model, loaders, w_opt, theta_opt,
+                           objective, lat, fixed, epoch: int, device) -> dict:
+    """Train one epoch (w, then θ; or both together) and return its history row."""
+    train_q, valid_q = loaders
+    tau, where = temperature(epoch, cfg.tau0, cfg.tau_decay), f"epoch {epoch + 1}"
+    kw = dict(device=device, max_steps=cfg.max_steps_per_epoch, tau=tau, where=where)
+    theta_kw = dict(train_theta=True, objective=objective, lat=lat, fixed=fixed,
+                    hard=cfg.hard_theta, **kw)
+    row = {"epoch": epoch + 1, "tau": tau}
+    if cfg.single_level and epoch >= cfg.warmup_epochs:
+        t = fbnet_search_epoch(model, train_q, theta_opt, w_optimizer=w_opt, **theta_kw)
+        return {**row, "train_loss": t["ce"], "train_acc": t["acc"],
+                "expected_lat": t["lat"]}
+    w = fbnet_search_epoch(model, train_q, w_opt, train_theta=False,
+                           hard=cfg.single_path, **kw)
+    row.update(train_loss=w["ce"], train_acc=w["acc"])
+    if epoch >= cfg.warmup_epochs:
+        t = fbnet_search_epoch(model, valid_q, theta_opt, **theta_kw)
+        row.update(valid_loss=t["ce"], valid_acc=t["acc"], expected_lat=t["lat"])
+    return row
+
+# %% ../book/13_fbnet_search.md #7eb22753
+def save_fbnet_architectures(cfg: FBNetSearchConfig, out: Path, model: FBNetSupernet,
+                             lat, fixed: float, final: bool) -> dict:
+    """Write architecture.json (derived + samples) and, when `final`, sample_N.json."""
+    space, chosen = model.space, model.derive()
+    samples = sample_architectures(model.theta, cfg.samples, seed=cfg.seed)
+    described = [{"blocks": [space.blocks[k] for k in c],
+                  "latency_ms": discrete_latency(c, lat, fixed)} for c in samples]
+    record = {"choices": chosen, "latency_ms": discrete_latency(chosen, lat, fixed),
+              "samples": described}
+    save_architecture(out / "architecture.json", space, chosen, **record)
+    for i, (c, d) in enumerate(zip(samples, described, strict=True)):
+        if final:
+            save_architecture(out / f"sample_{i + 1}.json", space, c,
+                              latency_ms=d["latency_ms"])
+    return record
+
+# %% ../book/13_fbnet_search.md #c2602fac
 def fbnet_search(config: FBNetSearchConfig | None = None,
                  stop_after_epoch: int | None = None, *, data=None, space=None,
                  **overrides):
-    """Run (or resume) FBNet's search; (supernet, history)."""
+    """Run (or resume) FBNet's search; (supernet, history). `data`: (w loader, θ
+    loader, DatasetInfo) instead of the configured data; `space`: instead of the
+    configured preset (a resumed run must be handed the same)."""
     cfg = validate(replace(config or FBNetSearchConfig(), **overrides))
     out = runs.open_run(cfg)
     device = resolve_device(cfg.device)
     train_q, valid_q, info = data or fbnet_search_data(cfg)
-    space = space or FBNetSpace.for_images(info.in_channels, info.num_classes,
-                                           info.image_size)
+    space = space or fbnet_space(cfg.space, info.in_channels, info.num_classes,
+                                 info.image_size)
     lat, fixed = fbnet_search_latency(cfg, space, out)
     objective = fbnet_objective(cfg, lat, fixed)
     seed_everything(cfg.seed)
@@ -209,26 +281,15 @@ def fbnet_search(config: FBNetSearchConfig | None = None,
         theta_opt.load_state_dict(ckpt["theta_optimizer"])
         set_rng_state(ckpt["rng"])
         history, start = ckpt["history"], ckpt["epoch"]
-    kw = dict(device=device, max_steps=cfg.max_steps_per_epoch)
     for epoch in range(start, min(cfg.epochs, stop_after_epoch or cfg.epochs)):
-        tau, where = temperature(epoch, cfg.tau0, cfg.tau_decay), f"epoch {epoch + 1}"
         seed_loaders((train_q, valid_q), cfg.seed, epoch)
         model.train()
         with runs.nan_policy(cfg, out, epochs_saved=epoch):
-            w_stats = fbnet_search_epoch(model, train_q, w_opt, tau=tau,
-                                         train_theta=False, hard=cfg.single_path,
-                                         where=where, **kw)
+            row = fbnet_search_epoch_row(cfg, model, (train_q, valid_q), w_opt,
+                                         theta_opt, objective, lat, fixed, epoch,
+                                         device)
             w_sched.step()
-            row = {"epoch": epoch + 1, "tau": tau, "train_loss": w_stats["ce"],
-                   "train_acc": w_stats["acc"]}
-            if epoch >= cfg.warmup_epochs:
-                t = fbnet_search_epoch(model, valid_q, theta_opt, tau=tau,
-                                       train_theta=True, objective=objective, lat=lat,
-                                       fixed=fixed, hard=cfg.hard_theta, where=where,
-                                       **kw)
-                row.update(valid_loss=t["ce"], valid_acc=t["acc"],
-                           expected_lat=t["lat"])
-            runs.check_finite_state(model, where)
+            runs.check_finite_state(model, f"epoch {epoch + 1}")
         chosen = model.derive()
         row.update(derived=[space.blocks[k] for k in chosen],
                    derived_lat=discrete_latency(chosen, lat, fixed),
@@ -244,8 +305,8 @@ def fbnet_search(config: FBNetSearchConfig | None = None,
                 theta_optimizer=theta_opt.state_dict(), rng=get_rng_state(),
                 history=history), out / runs.CHECKPOINT)
             runs.save_history(cfg, out, history)
-            save_json({"blocks": row["derived"], "choices": chosen,
-                       "latency_ms": row["derived_lat"]}, out / "architecture.json")
+            save_fbnet_architectures(cfg, out, model, lat, fixed,
+                                     final=epoch + 1 == cfg.epochs)
     return model, history
 
 # %% ../book/13_fbnet_search.md #e77685e1

@@ -67,16 +67,20 @@ def _curve(history, key: str, ylabel: str, log: bool = False, extra=None):
     ax.set(xlabel="epoch", ylabel=ylabel, yscale="log" if log else "linear")
     return fig
 
-# %% ../book/10_outputs.md #7ecad0e3
-def save_train_plots(history, genotype: Genotype, out, fmt: str = "png") -> list:
-    """`training.<fmt>` (loss and accuracy curves) and `cell.<fmt>` of a train run."""
+# %% ../book/10_outputs.md #7a0e3089
+def save_train_plots(history, genotype: Genotype | None, out,
+                     fmt: str = "png") -> list:
+    """`training.<fmt>` (loss and accuracy curves) and, given a genotype, `cell.<fmt>`
+    of a train (or train-fbnet) run."""
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     plot_training_history(history, axes)
     fig.tight_layout()
     written = [runs.save_figure(fig, Path(out) / f"training.{fmt}")]
-    written.append(runs.save_figure(plot_genotype(genotype), Path(out) / f"cell.{fmt}"))
+    if genotype is not None:
+        written.append(runs.save_figure(plot_genotype(genotype),
+                                        Path(out) / f"cell.{fmt}"))
     plt.close("all")
     return written
 
@@ -113,7 +117,7 @@ def save_fbnet_plots(history, out, fmt: str = "png") -> list:
     plt.close("all")
     return written
 
-# %% ../book/10_outputs.md #6c3966f2
+# %% ../book/10_outputs.md #92a5f77e
 def redraw_run(run_dir, fmt: str = "png") -> list:
     """Draw every figure of the run in `run_dir` again from its checkpoint, as `fmt`;
     the paths written."""
@@ -126,7 +130,7 @@ def redraw_run(run_dir, fmt: str = "png") -> list:
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir}: no {runs.CHECKPOINT}; give a run folder "
                                 "written by darts-lit search, train, search-rnn, "
-                                "train-rnn or search-fbnet")
+                                "train-rnn, search-fbnet or train-fbnet")
     state = runs.read_checkpoint(path, tuple(runs.KINDS))
     kind, history = state["kind"], state["history"]
     if not history:
@@ -136,6 +140,8 @@ def redraw_run(run_dir, fmt: str = "png") -> list:
     if kind == "train":
         genotype = genotypes.genotype_from_dict(state["genotype"])
         return save_train_plots(history, genotype, run_dir, fmt)
+    if kind == "train-fbnet":  # no cell to draw: the blocks are in architecture.json
+        return save_train_plots(history, None, run_dir, fmt)
     if kind == "search-rnn":
         genotype = rnn_genotype_from_dict(history[-1]["genotype"])
         return save_rnn_plots(history, genotype, run_dir, fmt)
@@ -144,15 +150,22 @@ def redraw_run(run_dir, fmt: str = "png") -> list:
         return save_rnn_plots(history, genotype, run_dir, fmt)
     return save_fbnet_plots(history, run_dir, fmt)  # search-fbnet
 
-# %% ../book/10_outputs.md #7a544cc2
+# %% ../book/10_outputs.md #9230745c
 IMAGE_SIDES = {"cifar10": 32, "cifar100": 32, "digits": 8, "imagenet": 224}
 
 
 def load_trained(path, device="cpu"):
-    """(network in eval mode, input shape [1, C, S, S], TrainConfig) of a `train`
-    checkpoint, without reading any data."""
+    """(network in eval mode, input shape [1, C, S, S], config) of a `train` or
+    `train-fbnet` checkpoint, without reading any data."""
     from darts_lit.train import build_model, read_train_checkpoint
 
+    if runs.read_checkpoint(path, ("train", "train-fbnet"))["kind"] == "train-fbnet":
+        from darts_lit.fbnet_train import load_fbnet_checkpoint  # chapter 13
+
+        state, config, model = load_fbnet_checkpoint(path, device)
+        space = state["architecture"]["space"]
+        side, channels = space["image_size"], space["in_channels"]
+        return model, (1, channels, side, side), config
     state, config, genotype = read_train_checkpoint(path, device)
     weights = state["model"]
     stem = next(k for k in weights if k.startswith("stem") and k.endswith("weight"))
@@ -165,7 +178,7 @@ def load_trained(path, device="cpu"):
     model.drop_path_prob = 0.0
     return model.eval(), (1, info.in_channels, side, side), config
 
-# %% ../book/10_outputs.md #f4d42551
+# %% ../book/10_outputs.md #15a2bc1b
 EXPORT_FORMATS = ("torchscript", "export", "onnx")
 EXPORT_SUFFIX = {"torchscript": ".torchscript.pt", "export": ".pt2", "onnx": ".onnx"}
 
@@ -214,8 +227,9 @@ def _write(fmt: str, model, x, path: Path):
 
 def export_network(checkpoint, out_prefix, formats=EXPORT_FORMATS, batch_size: int = 1,
                    seed: int = 0, tolerance: float = 1e-4) -> list[dict]:
-    """Export a `train` checkpoint to each of `formats` as `<out_prefix><suffix>`;
-    per format: path, size, largest difference from eager, median latency."""
+    """Export a `train` (or `train-fbnet`) checkpoint to each of `formats` as
+    `<out_prefix><suffix>`; per format: path, size, largest difference from eager,
+    median latency."""
     if unknown := [f for f in formats if f not in EXPORT_FORMATS]:
         raise ValueError(f"--formats: unknown {', '.join(unknown)}; choose from "
                          f"{', '.join(EXPORT_FORMATS)}")

@@ -51,12 +51,13 @@ def open_run(config) -> Path | None:
         tmp.unlink(missing_ok=True)
     return out
 
-# %% ../book/06_runs.md #78e80e30
+# %% ../book/06_runs.md #09949ac3
 CHECKPOINT_VERSION = 2
 KINDS = {"search": "darts-lit search --resume", "train": "darts-lit train --resume "
          "or darts-lit test", "search-rnn": "darts-lit search-rnn --resume",
          "train-rnn": "darts-lit train-rnn --resume",
-         "search-fbnet": "darts-lit search-fbnet --resume"}
+         "search-fbnet": "darts-lit search-fbnet --resume",
+         "train-fbnet": "darts-lit train-fbnet --resume or darts-lit test"}
 
 
 def config_record(config) -> dict:

@@ -138,10 +138,11 @@ def training_loss(output, target: torch.Tensor, criterion,
         return loss, logits
     return criterion(output, target), output
 
-# %% ../book/10_train.md #a8b071ae
+# %% ../book/10_train.md #fb8b7dad
 def train_epoch(model, loader, optimizer, criterion, config: TrainConfig, device,
                 epoch: int) -> dict:
-    """One epoch of SGD; the mean training loss and top-1 accuracy (%)."""
+    """One epoch of SGD; the mean training loss and top-1 accuracy (%). `config`:
+    any run config with `grad_clip` (FBNet's too, which has no auxiliary head)."""
     model.train()
     loss_m, top1_m = utils.AverageMeter(), utils.AverageMeter()
     steps = len(loader)
@@ -152,7 +153,8 @@ def train_epoch(model, loader, optimizer, criterion, config: TrainConfig, device
     for step, (x, y) in enumerate(bar):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
-        loss, logits = training_loss(model(x), y, criterion, config.auxiliary_weight)
+        loss, logits = training_loss(model(x), y, criterion,
+                                     getattr(config, "auxiliary_weight", 0.0))
         utils.check_finite(distributed.sum_over_ranks(loss), "training loss",
                            f"{step} of epoch {epoch + 1}")
         loss.backward()

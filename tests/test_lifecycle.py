@@ -14,6 +14,7 @@ import pytest
 from darts_lit.cli import main
 from darts_lit.config import flag_of, option_meta
 from darts_lit.fbnet_search import FBNetSearchConfig
+from darts_lit.fbnet_train import TrainFBNetConfig
 from darts_lit.rnn_search import RNNSearchConfig
 from darts_lit.rnn_train import RNNTrainConfig
 from darts_lit.search import SearchConfig
@@ -21,7 +22,7 @@ from darts_lit.train import TrainConfig
 
 COMMANDS = {"search": SearchConfig, "train": TrainConfig,
             "search-rnn": RNNSearchConfig, "train-rnn": RNNTrainConfig,
-            "search-fbnet": FBNetSearchConfig}
+            "search-fbnet": FBNetSearchConfig, "train-fbnet": TrainFBNetConfig}
 TINY = ["--dataset", "digits", "--epochs", "2", "--batch-size", "16",
         "--init-channels", "2", "--layers", "3", "--nodes", "2",
         "--max-steps-per-epoch", "2", "--seed", "3", "--device", "cpu", "--quiet"]
@@ -157,7 +158,8 @@ def test_wrong_kind_of_checkpoint(search_run, tmp_path, capsys):
     assert main(["test", "--checkpoint", str(search_run / "checkpoint.pt")]) == 1
     err = capsys.readouterr().err
     assert "is a checkpoint of a 'search' run, read by darts-lit search --resume" in err
-    assert "expected a 'train' checkpoint" in err and "Traceback" not in err
+    assert "expected a 'train' or 'train-fbnet' checkpoint" in err
+    assert "Traceback" not in err
     assert main(["search-rnn", "--out", str(search_run), "--resume"]) == 1
     assert "expected a 'search-rnn' checkpoint" in capsys.readouterr().err
 

@@ -91,7 +91,7 @@ def test_plot_and_export_errors_are_one_line(argv, words, tmp_path, monkeypatch,
 def test_export_of_a_search_checkpoint_is_refused(trained, capsys):
     assert main(["export", "--checkpoint", str(trained / "search" / "checkpoint.pt"),
                  "--out", str(trained / "x")]) == 1
-    assert "expected a 'train' checkpoint" in capsys.readouterr().err
+    assert "expected a 'train' or 'train-fbnet' checkpoint" in capsys.readouterr().err
 
 
 def test_exported_networks_compute_what_the_eager_network_computes(trained, capsys):
