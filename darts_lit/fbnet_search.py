@@ -84,7 +84,7 @@ def fbnet_search_epoch(model: FBNetSupernet, loader, optimizer, *, tau: float,
         n += len(y)
     return {"ce": ce_sum / n, "acc": acc_sum / n, "lat": lat_sum / n}
 
-# %% ../book/13_fbnet_search.md #092bd777
+# %% ../book/13_fbnet_search.md #d1ed1183
 @dataclass
 class FBNetSearchConfig(RunConfig):
     """Settings of an FBNet search; the paper's values where it gives them."""
@@ -156,6 +156,10 @@ class FBNetSearchConfig(RunConfig):
                                        "folder)", metavar="FILE", group="latency")
     latency_batch: int = option(8, "batch of each timed forward pass (1: what a "
                                 "phone sees)", ge=1, group="latency")
+    latency_device: str | None = option(None, "device the table is measured on, e.g. "
+                                        "'cpu' while searching on 'cuda' (default: "
+                                        "--device)", metavar="DEVICE",
+                                        group="latency")
     clock: str = option("auto", "what times an op: 'wall', 'cpu' (this thread's CPU "
                         "time, one thread only) or 'auto'",
                         choices=("auto", "wall", "cpu"), group="latency")
@@ -174,10 +178,16 @@ class FBNetSearchConfig(RunConfig):
                 and not Path(self.space).expanduser().is_file()):
             raise config_error(self, "space", f"{self.space!r} is neither a preset "
                                f"({', '.join(SPACE_PRESETS)}) nor a JSON file")
+        if self.latency_device is not None:
+            try:
+                resolve_device(self.latency_device)
+            except (RuntimeError, ValueError) as e:
+                raise config_error(self, "latency_device", str(e).split(";")[0] +
+                                   "; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
         check_image_data(self)
         super().check()
 
-# %% ../book/13_fbnet_search.md #5f57e60b
+# %% ../book/13_fbnet_search.md #f6112c18
 def fbnet_objective(config: FBNetSearchConfig, lat: torch.Tensor, fixed: float):
     """θ's loss `objective(ce, E[LAT] in ms)` of `config`."""
     if config.objective == "fbnet":
@@ -204,10 +214,10 @@ def fbnet_search_data(config: FBNetSearchConfig) -> tuple:
 def fbnet_search_latency(config: FBNetSearchConfig, space: FBNetSpace, out) -> tuple:
     """(latency matrix [L, K] in ms, fixed ms) from the table, measured if missing."""
     path = config.latency_table or (out / "latency_table.json" if out else None)
-    clock = auto_clock(config.device) if config.clock == "auto" else config.clock
-    table = fbnet_table(space, config.latency_batch, config.device, path=path,
-                        clock=clock, warmup=config.timing_warmup,
-                        repeats=config.timing_repeats)
+    device = config.latency_device or config.device
+    clock = auto_clock(device) if config.clock == "auto" else config.clock
+    table = fbnet_table(space, config.latency_batch, device, path=path, clock=clock,
+                        warmup=config.timing_warmup, repeats=config.timing_repeats)
     return fbnet_latency(space, table, config.latency_batch)
 
 # %% ../book/13_fbnet_search.md #246208a6

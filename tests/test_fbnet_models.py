@@ -241,7 +241,10 @@ def test_search_train_test_on_digits(tmp_path, capsys, one_thread):
     s, t = tmp_path / "s", tmp_path / "t"
     assert cli_main(["search-fbnet", "--dataset", "digits", "--epochs", "2",
                      "--batch-size", "32", "--max-steps-per-epoch", "2", "--samples",
-                     "3", "--single-level", "--out", str(s), *QUICK]) == 0
+                     "3", "--single-level", "--latency-device", "cpu", "--out", str(s),
+                     *QUICK]) == 0
+    assert json.loads((s / "latency_table.json").read_text())["device"].startswith(
+        "cpu")
     arch = json.loads((s / "architecture.json").read_text())
     history = json.loads((s / "history.json").read_text())
     assert "valid_loss" not in history[1] and "expected_lat" in history[1]
@@ -337,6 +340,9 @@ def test_imagenet100_and_option_errors_leave_nothing(tmp_path, capsys):
                      "--out", str(run), *QUICK]) == 1
     assert "--classes: picks the classes of --dataset imagenet100 only" in (
         capsys.readouterr().err)
+    assert cli_main(["search-fbnet", "--latency-device", "gpu", "--out", str(run),
+                     *QUICK]) == 1
+    assert "--latency-device: " in capsys.readouterr().err
     assert cli_main(["search-fbnet", "--space", "huge", "--out", str(run),
                      *QUICK]) == 1
     assert "--space: 'huge' is neither a preset (cpu, paper)" in capsys.readouterr().err
