@@ -156,23 +156,3 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "neither a reference genotype" in capsys.readouterr().err
     assert main(["test", "--checkpoint", str(tmp_path / "missing.pt")]) == 1
     assert "no checkpoint" in capsys.readouterr().err
-
-
-def test_channels_last_trains_the_same_network(tmp_path):
-    """NHWC memory (the default) and NCHW train to the same numbers, up to float32
-    round-off, and the checkpoint of either loads into the other layout."""
-    runs = {}
-    for layout in (True, False):
-        out = tmp_path / str(layout)
-        history = T.train(replace(TINY, epochs=2, max_steps_per_epoch=3,
-                                  channels_last=layout, out_dir=str(out)))
-        state = torch.load(out / "checkpoint.pt", weights_only=False)
-        runs[layout] = (history, state["model"])
-    (h_nhwc, w_nhwc), (h_nchw, w_nchw) = runs[True], runs[False]
-    assert w_nhwc["stem.0.weight"].is_contiguous(memory_format=torch.channels_last)
-    assert w_nchw["stem.0.weight"].is_contiguous()
-    for a, b in zip(h_nhwc, h_nchw, strict=True):
-        assert abs(a["train_loss"] - b["train_loss"]) < 1e-4
-        assert abs(a["test_loss"] - b["test_loss"]) < 1e-4
-    for k in w_nchw:
-        torch.testing.assert_close(w_nhwc[k], w_nchw[k], rtol=1e-3, atol=1e-4)
