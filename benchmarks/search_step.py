@@ -72,7 +72,8 @@ def run_size(size: dict, args) -> dict:
         r = res[impl]
         mib = r["memory"] / 2**20
         print(f"{label:36} {name:8} first_order={r['first']:8.3f}s "
-              f"second_order={r['second']:8.3f}s peak_memory={mib:8.1f}MiB", flush=True)
+              f"second_order={r['second']:8.3f}s peak_memory={mib:10.3f}MiB",
+              flush=True)
     t = pass_times(setups["fast"], args.repeats, args.device, args.clock)
     print(f"{label:36} library  passes: alpha={t['alpha']:.3f}s "
           f"weights={t['weights']:.3f}s alpha+weights={t['alpha+weights']:.3f}s "

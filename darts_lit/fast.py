@@ -3,8 +3,9 @@
 # %% auto #0
 __all__ = ['POOLS', 'native_stderr_silenced', 'Optimizations', 'active_optimizations',
            'optimizations', 'weighted_bn', 'pointwise', 'undilated_conv',
-           'sep_conv_of_relu', 'dil_conv_of_relu', 'factorized_reduce_of_relu',
-           'op_kind', 'conv_of_relu', 'edge_terms', 'edge_index', 'fast_cell_forward']
+           'sep_conv_of_relu', 'dil_conv_of_relu', 'strided_pointwise',
+           'factorized_reduce_of_relu', 'op_kind', 'conv_of_relu', 'edge_terms',
+           'edge_index', 'fast_cell_forward']
 
 # %% ../book/14_performance.md #df756d97
 import contextlib
@@ -130,7 +131,7 @@ def undilated_conv(conv: nn.Conv2d, x: torch.Tensor, opts=None) -> torch.Tensor:
         return _unphases(y, d)
     return conv(x)
 
-# %% ../book/14_performance.md #2a2a8d1e
+# %% ../book/14_performance.md #d95281b9
 def _scaled_bn(bn, x, w, opts):
     return weighted_bn(bn, x, w) if opts.fuse_weights else w * bn(x)
 
@@ -151,10 +152,26 @@ def dil_conv_of_relu(op: DilConv, r, w, opts=None):
                       opts)
 
 
+def strided_pointwise(conv: nn.Conv2d, x: torch.Tensor, opts=None) -> torch.Tensor:
+    """conv(x) for a 1×1 convolution with a stride: the pointwise product of every
+    stride-th pixel. (torch 2.14's oneDNN crashes in the backward of a strided 1×1
+    convolution of NHWC tensors with few channels, e.g. 4 channels at 56×56.)"""
+    opts = opts or active_optimizations()
+    (s, s2), sub = conv.stride, x
+    if (s, s2) != (1, 1):
+        sub = x[:, :, ::s, ::s2]
+        if x.is_contiguous(memory_format=torch.channels_last):
+            sub = sub.contiguous(memory_format=torch.channels_last)
+    if opts.matmul_1x1 and sub.is_contiguous(memory_format=torch.channels_last):
+        return pointwise(conv, sub, opts)  # a matrix product: no oneDNN convolution
+    return F.conv2d(sub, conv.weight, conv.bias)
+
+
 def factorized_reduce_of_relu(op: FactorizedReduce, r, r_shifted, w, opts=None):
     """w · op(x) from r = ReLU(x) and r shifted by one pixel."""
     opts = opts or active_optimizations()
-    y = torch.cat([op.conv_1(r), op.conv_2(r_shifted)], dim=1)
+    y = torch.cat([strided_pointwise(op.conv_1, r, opts),
+                   strided_pointwise(op.conv_2, r_shifted, opts)], dim=1)
     return _scaled_bn(op.bn, y, w, opts)
 
 # %% ../book/14_performance.md #a745c392

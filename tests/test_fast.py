@@ -274,3 +274,17 @@ def test_benchmark_prints_the_ratios_line():
     assert float(m[2]) == pytest.approx(ls / lf, rel=0.02, abs=2e-3)
     assert float(m[3]) == pytest.approx(lm / pm, rel=0.02, abs=2e-3)
     assert float(m[3]) < 1  # the fast cell keeps fewer tensors for the backward pass
+
+
+def test_small_channels_at_large_sizes_do_not_crash():
+    """torch 2.14's oneDNN crashed (segfault or abort) in the backward of a strided 1×1
+    convolution of NHWC tensors with few channels: a 4-channel search at 56×56 died.
+    The fast cell now computes those convolutions as matrix products of every second
+    pixel. Run in a subprocess, so that a crash fails this test, not the test run."""
+    code = ("import torch; from torch.nn import functional as F; "
+            "from darts_lit.model_search import Network; torch.manual_seed(0); "
+            "m = Network(4, 10, 5); x = torch.randn(3, 3, 56, 56); "
+            "F.cross_entropy(m(x), torch.tensor([0, 1, 2])).backward(); print('ok')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-500:]
