@@ -1,0 +1,108 @@
+"""One training step of the evaluation network: which memory layout and precision pay?
+
+    python benchmarks/eval_step.py                       # paper size, batch 32, CPU
+    python benchmarks/eval_step.py --batch-size 96 --repeats 9
+    python benchmarks/eval_step.py --device cuda --batch-size 96
+
+Times a full training step (forward with drop path and the auxiliary head, backward,
+gradient clipping, SGD) of NetworkCIFAR(DARTS_V2) at the paper's size (C=36, 20 cells)
+in several variants, interleaved in one process so that the machine's drift hits them
+alike, and prints the median time of each and its ratio to the plain network:
+
+- plain: the network as chapter 9 builds it (NCHW tensors);
+- channels_last: the same modules and batches in NHWC memory (what the fast search
+  cell uses on the CPU; not the evaluation network's default: torch 2.14's oneDNN
+  crashes in the backward of strided 1×1 convolutions of NHWC tensors with few
+  channels, which the evaluation network's FactorizedReduce has);
+- channels_last_bf16: also under bfloat16 autocast (on the CPU; float16 on CUDA).
+
+The last line is `eval_step_ratio=<channels_last / plain> bf16_ratio=<...>`.
+"""
+
+import argparse
+import statistics
+import time
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from darts_lit.genotypes import DARTS_V2
+from darts_lit.model import NetworkCIFAR
+
+VARIANTS = ("plain", "channels_last", "channels_last_bf16")
+
+
+def make_step(variant: str, device, batch: int, layers: int, channels: int):
+    """A training step of the variant's network on a fixed random batch."""
+    torch.manual_seed(0)
+    fmt = torch.contiguous_format if variant == "plain" else torch.channels_last
+    model = NetworkCIFAR(channels, 10, layers, True, DARTS_V2)
+    model = model.to(device, memory_format=fmt).train()
+    model.drop_path_prob = 0.2
+    opt = torch.optim.SGD(model.parameters(), 0.025, momentum=0.9, weight_decay=3e-4)
+    x = torch.randn(batch, 3, 32, 32, device=device).contiguous(memory_format=fmt)
+    y = torch.randint(0, 10, (batch,), device=device)
+    low = torch.bfloat16 if device.type == "cpu" else torch.float16
+    scaler = torch.amp.GradScaler(device.type, enabled=variant.endswith("bf16")
+                                  and device.type == "cuda")
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, low, enabled=variant.endswith("bf16")):
+            logits, logits_aux = model(x)
+        loss = (F.cross_entropy(logits.float(), y)
+                + 0.4 * F.cross_entropy(logits_aux.float(), y))
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+        nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        scaler.step(opt)
+        scaler.update()
+    return step
+
+
+def timed(step, device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--layers", type=int, default=20)
+    p.add_argument("--init-channels", type=int, default=36)
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: torch's)")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    steps = {v: make_step(v, device, args.batch_size, args.layers, args.init_channels)
+             for v in VARIANTS}
+    for step in steps.values():  # warm-up: allocations, kernel selection
+        step()
+    times = {v: [] for v in VARIANTS}
+    for _ in range(args.repeats):
+        for v, step in steps.items():  # interleaved: drift hits every variant
+            times[v].append(timed(step, device))
+    name = (torch.cuda.get_device_name(device) if device.type == "cuda"
+            else f"CPU ({torch.get_num_threads()} threads)")
+    print(f"NetworkCIFAR(DARTS_V2) C={args.init_channels}, {args.layers} cells, batch "
+          f"{args.batch_size}, {name}, torch {torch.__version__}, median of "
+          f"{args.repeats}")
+    median = {v: statistics.median(t) for v, t in times.items()}
+    for v in VARIANTS:
+        print(f"{v:20s} {median[v]:8.3f} s   ratio {median[v] / median['plain']:.3f}")
+    print(f"eval_step_ratio={median['channels_last'] / median['plain']:.3f} "
+          f"bf16_ratio={median['channels_last_bf16'] / median['plain']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
