@@ -6,7 +6,7 @@ __all__ = ['BOUNDS', 'GROUPS', 'option', 'option_meta', 'cli_spelling', 'flag_of
            'check_device', 'check_image_data', 'RunConfig', 'help_line',
            'add_config_options', 'config_from_args']
 
-# %% ../book/06_config.md #a2bd3c70
+# %% ../book/06_config.md #2623d8b1
 import contextlib
 import contextvars
 import importlib.util
@@ -15,6 +15,7 @@ import operator
 import os
 import types
 from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 
 from . import utils
 
@@ -124,7 +125,7 @@ def validate(config):
         config.check()
     return config
 
-# %% ../book/06_config.md #da3fa42d
+# %% ../book/06_config.md #bb54d8f2
 def check_device(config) -> None:
     """A `ConfigError` naming the device option if `config.device` is not usable."""
     try:
@@ -147,9 +148,14 @@ def check_image_data(config) -> None:
         raise config_error(config, "image_size", "resizes the images of a folder data "
                            f"set or ImageNet-100 only; {config.dataset!r} keeps its "
                            "own size")
-    if getattr(config, "classes", None) is not None and config.dataset != "imagenet100":
+    classes = getattr(config, "classes", None)
+    if classes is not None and config.dataset != "imagenet100":
         raise config_error(config, "classes", "picks the classes of --dataset "
                            f"imagenet100 only, not of {config.dataset!r}")
+    if classes is not None and not (str(classes).isdigit()
+                                    or Path(classes).expanduser().is_file()):
+        raise config_error(config, "classes", f"{classes!r} is neither a number of "
+                           "classes nor a file listing class folders")
 
 
 @dataclass

@@ -6,8 +6,10 @@ __all__ = ['PAPER_STAGES', 'SPACE_PRESETS', 'FBNET_ARCHS', 'PAPER_COUNTS',
            'fbnet_reference', 'save_architecture', 'load_architecture',
            'sample_architectures', 'validate_paper_space']
 
-# %% ../book/13_fbnet_models.md #2d4c2db0
+# %% ../book/13_fbnet_models.md #c81c8ed8
 import json
+import tempfile
+import time
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 
@@ -17,14 +19,12 @@ from darts_lit.fbnet import (
     FBNET_BLOCKS,
     FBNetSpace,
     fbnet_latency,
-    fbnet_specs,
-    make_fbnet_module,
+    fbnet_table,
     sample_choices,
     spearman,
     validate_table,
 )
 
-from .latency_table import LatencyTable, measure_table
 from .utils import save_json
 
 # %% ../book/13_fbnet_models.md #588968ee
@@ -155,27 +155,20 @@ def sample_architectures(theta: torch.Tensor, n: int,
     draws = torch.multinomial(probs, n, replacement=True, generator=g)  # [L, n]
     return draws.T.tolist()
 
-# %% ../book/13_fbnet_models.md #c4f16b7c
+# %% ../book/13_fbnet_models.md #532cac21
 def validate_paper_space(image_size: int = 224, batch: int = 1, networks: int = 12,
                          seed: int = 0, device="cpu", path=None, clock="wall",
                          **timing) -> dict:
     """Table vs end-to-end latency on the paper's space: sampled nets, FBNet-A/B/C."""
-    import time
-
     spaces = {"sampled": paper_space(image_size=image_size)}
     refs = {n: fbnet_reference(n, image_size=image_size) for n in FBNET_ARCHS}
     spaces |= {n: s for n, (s, _) in refs.items()}
-    reuse = path is not None and Path(path).is_file()
-    table = (LatencyTable.load(path, device, clock=clock) if reuse
-             else LatencyTable.empty(device, clock=clock))
-    t0 = time.perf_counter()
-    for s in spaces.values():
-        layers, fixed = fbnet_specs(s, batch)
-        measure_table(table, [x for row in layers for x in row] + fixed,
-                      lambda spec, s=s: make_fbnet_module(s, spec), device, **timing)
-    seconds = time.perf_counter() - t0
-    if path:
-        table.save(path)
+    with tempfile.TemporaryDirectory() as tmp:  # one table for all four spaces
+        path = path or Path(tmp, "table.json")
+        t0 = time.perf_counter()
+        for s in spaces.values():  # each completes the file: the last holds every entry
+            table = fbnet_table(s, batch, device, path=path, clock=clock, **timing)
+        seconds = time.perf_counter() - t0
     lat, fixed = fbnet_latency(spaces["sampled"], table, batch)
     report = validate_table(spaces["sampled"], lat, fixed,
                             sample_choices(lat, networks, seed), batch, device,

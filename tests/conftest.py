@@ -16,3 +16,14 @@ def shared_data() -> Path:
     if not (root / "cifar-10-batches-py").is_dir():
         pytest.skip(f"no shared data at {root}")
     return root
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one CPU thread (so that clock='cpu' is allowed), restored afterwards."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

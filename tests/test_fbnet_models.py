@@ -31,15 +31,6 @@ from darts_lit.ops import count_parameters
 QUICK = ["--timing-warmup", "0", "--timing-repeats", "1", "--quiet"]
 
 
-@pytest.fixture
-def one_thread():
-    """torch on one CPU thread (the searches' clock 'auto' then times CPU time)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # ---- blocks against a hand computation ----------------------------------------------
 def _bn(x, bn):
     """Eval-mode BatchNorm by its formula."""
@@ -336,6 +327,10 @@ def test_imagenet100_and_option_errors_leave_nothing(tmp_path, capsys):
     assert cli_main(["train-fbnet", "--dataset", "imagenet100", "--data-dir",
                      str(data), "--classes", "9", "--out", str(run), "--quiet"]) == 1
     assert "--classes 9: choose 1 to 4" in capsys.readouterr().err
+    assert cli_main(["search-fbnet", "--dataset", "imagenet100", "--classes",
+                     "missing.txt", "--out", str(run), *QUICK]) == 1
+    assert "--classes: 'missing.txt' is neither a number of classes nor a file" in (
+        capsys.readouterr().err)
     assert cli_main(["search-fbnet", "--dataset", "digits", "--classes", "3",
                      "--out", str(run), *QUICK]) == 1
     assert "--classes: picks the classes of --dataset imagenet100 only" in (

@@ -21,15 +21,6 @@ from darts_lit.ops import OPS, PRIMITIVES
 FAST = dict(warmup=1, repeats=3)
 
 
-@pytest.fixture
-def one_thread():
-    """torch on one CPU thread (so that clock='cpu' is allowed), restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # ---- expected latency and the losses -------------------------------------------------
 def test_expected_latency_is_the_weighted_sum_and_its_gradient_is_exact():
     g = torch.Generator().manual_seed(0)
