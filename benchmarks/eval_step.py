@@ -10,10 +10,8 @@ in several variants, interleaved in one process so that the machine's drift hits
 alike, and prints the median time of each and its ratio to the plain network:
 
 - plain: the network as chapter 9 builds it (NCHW tensors);
-- channels_last: the same modules and batches in NHWC memory (what the fast search
-  cell uses on the CPU; not the evaluation network's default: torch 2.14's oneDNN
-  crashes in the backward of strided 1×1 convolutions of NHWC tensors with few
-  channels, which the evaluation network's FactorizedReduce has);
+- channels_last: the same modules and batches in NHWC memory (what `darts-lit train`
+  uses by default; `--no-channels-last` is the plain variant);
 - channels_last_bf16: also under bfloat16 autocast (on the CPU; float16 on CUDA).
 
 The last line is `eval_step_ratio=<channels_last / plain> bf16_ratio=<...>`.

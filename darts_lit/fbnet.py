@@ -7,7 +7,7 @@ __all__ = ['FBNET_BLOCKS', 'parse_block', 'ChannelShuffle', 'MBConv', 'make_bloc
            'fbnet_table', 'sample_choices', 'average_ranks', 'spearman',
            'validate_table']
 
-# %% ../book/13_fbnet.md #f8c9329b
+# %% ../book/13_fbnet.md #1cd62696
 import re
 from dataclasses import dataclass
 
@@ -22,6 +22,7 @@ from darts_lit.latency_table import (
 )
 
 from .latency import discrete_latency
+from .ops import StridedPointwise
 
 # %% ../book/13_fbnet.md #03e16d81
 FBNET_BLOCKS = ("k3_e1", "k3_e1_g2", "k3_e3", "k3_e6", "k5_e1", "k5_e1_g2", "k5_e3",
@@ -70,13 +71,13 @@ class MBConv(nn.Module):
     def forward(self, x):
         return x + self.op(x) if self.residual else self.op(x)
 
-# %% ../book/13_fbnet.md #df1376eb
+# %% ../book/13_fbnet.md #3c959e43
 def make_block(name: str, c_in: int, c_out: int, stride: int) -> nn.Module:
     """The FBNet candidate `name` mapping `c_in` to `c_out` channels with `stride`."""
     if name == "skip":
         if stride == 1 and c_in == c_out:
             return nn.Identity()
-        return nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False),
+        return nn.Sequential(StridedPointwise(c_in, c_out, stride),
                              nn.BatchNorm2d(c_out))
     kernel, expansion, groups = parse_block(name)
     return MBConv(c_in, c_out, stride, kernel, expansion, groups)

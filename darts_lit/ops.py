@@ -2,7 +2,8 @@
 
 # %% auto #0
 __all__ = ['OPS', 'PRIMITIVES', 'ReLUConvBN', 'DilConv', 'SepConv', 'Identity', 'Zero',
-           'NoiseOp', 'FactorizedReduce', 'make_op', 'count_parameters']
+           'NoiseOp', 'strided_pointwise', 'StridedPointwise', 'FactorizedReduce',
+           'make_op', 'count_parameters']
 
 # %% ../book/02_ops.md #644eb4c5
 import torch
@@ -89,7 +90,29 @@ class NoiseOp(nn.Module):
         x = x if self.stride == 1 else x[:, :, :: self.stride, :: self.stride]
         return torch.randn_like(x) * self.std + self.mean  # ignores x's values
 
-# %% ../book/02_ops.md #9082e5e5
+# %% ../book/02_ops.md #219138dd
+def strided_pointwise(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """The 1×1 convolution `conv` (no padding) of `x`, computed as the stride-1
+    convolution of every stride-th pixel: the same sums, without oneDNN's strided
+    kernel."""
+    sh, sw = conv.stride
+    if (sh, sw) != (1, 1):
+        nhwc = x.stride(1) == 1 and x.shape[1] > 1  # channels innermost, views included
+        x = x[:, :, ::sh, ::sw].contiguous(
+            memory_format=torch.channels_last if nhwc else torch.contiguous_format)
+    return F.conv2d(x, conv.weight, conv.bias)
+
+
+class StridedPointwise(nn.Conv2d):
+    """`nn.Conv2d(C_in, C_out, 1, stride)` computed by `strided_pointwise`."""
+
+    def __init__(self, C_in, C_out, stride, bias=False):
+        super().__init__(C_in, C_out, 1, stride=stride, padding=0, bias=bias)
+
+    def forward(self, x):
+        return strided_pointwise(self, x)
+
+# %% ../book/02_ops.md #82641058
 class FactorizedReduce(nn.Module):
     """Halve H and W with two offset stride-2 1×1 convolutions, concatenated."""
 
@@ -98,8 +121,8 @@ class FactorizedReduce(nn.Module):
         if C_out % 2:
             raise ValueError(f"FactorizedReduce needs an even C_out, got {C_out}")
         self.relu = nn.ReLU(inplace=False)
-        self.conv_1 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, padding=0, bias=False)
-        self.conv_2 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, padding=0, bias=False)
+        self.conv_1 = StridedPointwise(C_in, C_out // 2, stride=2)
+        self.conv_2 = StridedPointwise(C_in, C_out // 2, stride=2)
         self.bn = nn.BatchNorm2d(C_out, affine=affine)
 
     def forward(self, x):

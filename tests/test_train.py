@@ -156,3 +156,81 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "neither a reference genotype" in capsys.readouterr().err
     assert main(["test", "--checkpoint", str(tmp_path / "missing.pt")]) == 1
     assert "no checkpoint" in capsys.readouterr().err
+
+
+def test_channels_last_trains_the_same_network(tmp_path):
+    """NHWC memory (the default) and NCHW train to the same numbers, up to float32
+    round-off, and the checkpoint of either loads into the other layout."""
+    runs = {}
+    for layout in (True, False):
+        out = tmp_path / str(layout)
+        history = T.train(replace(TINY, epochs=2, max_steps_per_epoch=3,
+                                  channels_last=layout, out_dir=str(out)))
+        state = torch.load(out / "checkpoint.pt", weights_only=False)
+        runs[layout] = (history, state["model"])
+    (h_nhwc, w_nhwc), (h_nchw, w_nchw) = runs[True], runs[False]
+    assert w_nhwc["stem.0.weight"].is_contiguous(memory_format=torch.channels_last)
+    assert w_nchw["stem.0.weight"].is_contiguous()
+    for a, b in zip(h_nhwc, h_nchw, strict=True):
+        assert abs(a["train_loss"] - b["train_loss"]) < 1e-4
+        assert abs(a["test_loss"] - b["test_loss"]) < 1e-4
+    for k in w_nchw:
+        torch.testing.assert_close(w_nhwc[k], w_nchw[k], rtol=1e-3, atol=1e-4)
+
+
+NHWC_SCRIPT = """
+import torch
+from darts_lit import genotypes
+from darts_lit.fbnet import make_block
+from darts_lit.model import NetworkCIFAR, NetworkImageNet
+torch.manual_seed(0)
+cases = [(NetworkImageNet(4, 10, 5, True, genotypes.DARTS_V2), 224),
+         (NetworkCIFAR(2, 10, 5, True, genotypes.DARTS_V1), 64),
+         (NetworkCIFAR(4, 10, 5, True, genotypes.AmoebaNet), 64),
+         (make_block("skip", 4, 8, 2), 56)]
+for net, size in cases:
+    net = net.to(memory_format=torch.channels_last).train()
+    x = torch.randn(2, net[0].in_channels if isinstance(net, torch.nn.Sequential) else 3,
+                    size, size).contiguous(memory_format=torch.channels_last)
+    for _ in range(2):
+        out = net(x)
+        sum(o.sum() for o in (out if isinstance(out, tuple) else (out,))).backward()
+print("ok")
+"""
+
+
+def test_channels_last_networks_with_few_channels_run():
+    """torch 2.14's oneDNN corrupts memory in the backward of strided 1×1 convolutions on
+    NHWC tensors with few channels; FactorizedReduce and FBNet's strided skip avoid that
+    kernel. These networks crashed the process before (run in a subprocess, so that a
+    crash fails this test instead of killing the test run)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", NHWC_SCRIPT], cwd=root,
+                          capture_output=True, text=True, timeout=600,
+                          env={"PYTHONPATH": str(root), "OMP_NUM_THREADS": "2"})
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_strided_pointwise_equals_the_strided_convolution():
+    """The subsample-then-1×1 form equals nn.Conv2d's stride-2 1×1 convolution in both
+    layouts, odd sizes and non-contiguous views (FactorizedReduce's shifted input)
+    included, and keeps nn.Conv2d's state-dict names."""
+    from torch.nn import functional as F
+
+    from darts_lit.ops import StridedPointwise
+
+    torch.manual_seed(0)
+    conv = StridedPointwise(6, 4, stride=2).double()
+    assert list(conv.state_dict()) == ["weight"] and conv.stride == (2, 2)
+    for size in (8, 7):
+        x = torch.randn(3, 6, size, size, dtype=torch.float64)
+        shifted = F.pad(x, (0, 1, 0, 1))[:, :, 1:, 1:]
+        for inp in (x, shifted, x.contiguous(memory_format=torch.channels_last),
+                    F.pad(x.contiguous(memory_format=torch.channels_last),
+                          (0, 1, 0, 1))[:, :, 1:, 1:]):
+            ref = F.conv2d(inp.contiguous(), conv.weight, stride=2)
+            torch.testing.assert_close(conv(inp), ref, rtol=1e-12, atol=1e-12)
