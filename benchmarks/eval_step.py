@@ -12,9 +12,11 @@ alike, and prints the median time of each and its ratio to the plain network:
 - plain: the network as chapter 9 builds it (NCHW tensors);
 - channels_last: the same modules and batches in NHWC memory (what `darts-lit train`
   uses by default; `--no-channels-last` is the plain variant);
-- channels_last_bf16: also under bfloat16 autocast (on the CPU; float16 on CUDA).
+- channels_last_bf16: also under bfloat16 autocast (`--amp`);
+- compiled (with `--compile MODE`): channels_last under `torch.compile` (`--compile`).
 
-The last line is `eval_step_ratio=<channels_last / plain> bf16_ratio=<...>`.
+The last line is `eval_step_ratio=<channels_last / plain> bf16_ratio=<...>`, followed
+with `--compile` by `compiled_ratio=<...> compile_seconds=<first step - median>`.
 """
 
 import argparse
@@ -25,37 +27,36 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from darts_lit import utils
 from darts_lit.genotypes import DARTS_V2
 from darts_lit.model import NetworkCIFAR
 
 VARIANTS = ("plain", "channels_last", "channels_last_bf16")
 
 
-def make_step(variant: str, device, batch: int, layers: int, channels: int):
-    """A training step of the variant's network on a fixed random batch."""
+def make_step(variant: str, device, batch: int, layers: int, channels: int,
+              compile_mode: str = "off"):
+    """A training step of the variant's network on a fixed random batch, as
+    `darts_lit.train.train_epoch` takes it (`utils.autocast` is `--amp`,
+    `utils.compile_model` is `--compile`)."""
     torch.manual_seed(0)
     fmt = torch.contiguous_format if variant == "plain" else torch.channels_last
     model = NetworkCIFAR(channels, 10, layers, True, DARTS_V2)
     model = model.to(device, memory_format=fmt).train()
     model.drop_path_prob = 0.2
+    net = utils.compile_model(model, compile_mode if variant == "compiled" else "off")
     opt = torch.optim.SGD(model.parameters(), 0.025, momentum=0.9, weight_decay=3e-4)
     x = torch.randn(batch, 3, 32, 32, device=device).contiguous(memory_format=fmt)
     y = torch.randint(0, 10, (batch,), device=device)
-    low = torch.bfloat16 if device.type == "cpu" else torch.float16
-    scaler = torch.amp.GradScaler(device.type, enabled=variant.endswith("bf16")
-                                  and device.type == "cuda")
 
     def step():
         opt.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, low, enabled=variant.endswith("bf16")):
-            logits, logits_aux = model(x)
-        loss = (F.cross_entropy(logits.float(), y)
-                + 0.4 * F.cross_entropy(logits_aux.float(), y))
-        scaler.scale(loss).backward()
-        scaler.unscale_(opt)
+        with utils.autocast(variant.endswith("bf16"), device):
+            logits, logits_aux = net(x)
+            loss = F.cross_entropy(logits, y) + 0.4 * F.cross_entropy(logits_aux, y)
+        loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        scaler.step(opt)
-        scaler.update()
+        opt.step()
     return step
 
 
@@ -76,17 +77,23 @@ def main(argv=None) -> None:
     p.add_argument("--layers", type=int, default=20)
     p.add_argument("--init-channels", type=int, default=36)
     p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--compile", default="off", choices=utils.COMPILE_MODES,
+                   help="also time the channels-last network under torch.compile in "
+                        "this mode (variant 'compiled'; compile time reported)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch (default: torch's)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    steps = {v: make_step(v, device, args.batch_size, args.layers, args.init_channels)
-             for v in VARIANTS}
-    for step in steps.values():  # warm-up: allocations, kernel selection
-        step()
-    times = {v: [] for v in VARIANTS}
+    variants = VARIANTS + (("compiled",) if args.compile != "off" else ())
+    steps = {v: make_step(v, device, args.batch_size, args.layers, args.init_channels,
+                          args.compile) for v in variants}
+    first = {}
+    for v, step in steps.items():  # warm-up: allocations, kernel selection, compiling
+        first[v] = timed(step, device)
+        step()  # a second warm-up step: a compiled step may settle only on it
+    times = {v: [] for v in variants}
     for _ in range(args.repeats):
         for v, step in steps.items():  # interleaved: drift hits every variant
             times[v].append(timed(step, device))
@@ -96,10 +103,15 @@ def main(argv=None) -> None:
           f"{args.batch_size}, {name}, torch {torch.__version__}, median of "
           f"{args.repeats}")
     median = {v: statistics.median(t) for v, t in times.items()}
-    for v in VARIANTS:
+    for v in variants:
         print(f"{v:20s} {median[v]:8.3f} s   ratio {median[v] / median['plain']:.3f}")
-    print(f"eval_step_ratio={median['channels_last'] / median['plain']:.3f} "
-          f"bf16_ratio={median['channels_last_bf16'] / median['plain']:.3f}")
+    last = (f"eval_step_ratio={median['channels_last'] / median['plain']:.3f} "
+            f"bf16_ratio={median['channels_last_bf16'] / median['plain']:.3f}")
+    if "compiled" in variants:
+        print(f"compiling ({args.compile}): first step {first['compiled']:.1f} s")
+        last += (f" compiled_ratio={median['compiled'] / median['plain']:.3f} "
+                 f"compile_seconds={first['compiled'] - median['compiled']:.1f}")
+    print(last)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from .fbnet import fbnet_network
 from .ops import count_parameters
 from .train import evaluate, make_optimizer, memory_format, train_epoch
 
-# %% ../book/13_fbnet_train.md #18910b28
+# %% ../book/13_fbnet_train.md #4ac372ae
 @dataclass
 class TrainFBNetConfig(RunConfig):
     """Settings of training a network of FBNet's space from scratch."""
@@ -72,6 +72,12 @@ class TrainFBNetConfig(RunConfig):
     channels_last: bool = option(True, "NHWC memory for the network: the same "
                                  "numbers, faster convolutions on a CPU",
                                  group="network")
+    amp: bool = option(False, "mixed precision: forward passes under bfloat16 "
+                       "autocast; weights and optimizer stay float32", group="weights")
+    compile: str = option("off", "torch.compile the training step: 'default' "
+                          "(Inductor), 'reduce-overhead' (also CUDA graphs on a GPU), "
+                          "'max-autotune', 'aot_eager' (traced only, a quick check)",
+                          choices=utils.COMPILE_MODES, group="network", metavar="MODE")
 
     def check(self) -> None:
         """The architecture is a known name or an existing file (then the run's
@@ -130,7 +136,7 @@ def resume_fbnet(config: TrainFBNetConfig, record: dict, model, optimizer,
     utils.restore_training_state(state, model, {"sgd": optimizer}, scheduler)
     return list(state["history"]), int(state["epoch"])
 
-# %% ../book/13_fbnet_train.md #1a0bcfab
+# %% ../book/13_fbnet_train.md #92b5d5d3
 def train_fbnet(config: TrainFBNetConfig | None = None,
                 stop_after_epoch: int | None = None, **overrides) -> list[dict]:
     """Train (or resume) the FBNet network of `config`; the per-epoch history."""
@@ -144,6 +150,7 @@ def train_fbnet(config: TrainFBNetConfig | None = None,
                      image_size=info.image_size if sized else None)
     record = fbnet_architecture(config, info)
     model = build_fbnet(record).to(device, memory_format=memory_format(config))
+    net = utils.compile_model(model, config.compile)  # steps; model is saved
     optimizer, scheduler = make_optimizer(model, config)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     history, start = resume_fbnet(config, record, model, optimizer, scheduler)
@@ -151,7 +158,7 @@ def train_fbnet(config: TrainFBNetConfig | None = None,
         t0 = time.perf_counter()
         row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"]}
         with runs.nan_policy(config, out, epochs_saved=epoch):
-            row.update(train_epoch(model, train_loader, optimizer, criterion, config,
+            row.update(train_epoch(net, train_loader, optimizer, criterion, config,
                                    device, epoch))
             runs.check_finite_state(model, f"epoch {epoch + 1}")
         scheduler.step()

@@ -14,15 +14,18 @@ from torch.utils.flop_counter import FlopCounterMode
 from .genotypes import Genotype
 from .ops import OPS, FactorizedReduce, Identity, ReLUConvBN
 
-# %% ../book/09_model.md #b69758c8
-def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
+# %% ../book/09_model.md #e6246862
+def drop_path(x: torch.Tensor, drop_prob: float | torch.Tensor) -> torch.Tensor:
     """Zero whole examples of `x` with probability `drop_prob`, scale the rest by
-    1/(1 - drop_prob)."""
-    if drop_prob <= 0.0:
+    1/(1 - drop_prob). A 0-dim tensor `drop_prob` must lie in (0, 1)."""
+    if isinstance(drop_prob, torch.Tensor):
+        keep = 1.0 - drop_prob.to(x.dtype)
+    elif drop_prob <= 0.0:
         return x
-    if drop_prob >= 1.0:
+    elif drop_prob >= 1.0:
         raise ValueError(f"drop_prob must be in [0, 1), got {drop_prob}")
-    keep = 1.0 - drop_prob
+    else:
+        keep = 1.0 - drop_prob
     mask = torch.empty(x.shape[0], *([1] * (x.dim() - 1)), device=x.device,
                        dtype=x.dtype).bernoulli_(keep)  # [B, 1, 1, 1]
     return x * mask / keep

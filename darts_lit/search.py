@@ -24,7 +24,7 @@ from .data import get_dataset, search_loaders
 from .genotypes import genotype_to_dict
 from .model_search import Network
 
-# %% ../book/08_search.md #77857f9a
+# %% ../book/08_search.md #8b8ad5f7
 def check_hvp(config) -> None:
     """`hvp='exact'` needs the second-order step: the rule of every DARTS search."""
     if config.hvp == "exact" and not config.unrolled:
@@ -86,6 +86,8 @@ class SearchConfig(RunConfig):
     hvp: str = option("finite_difference", "Hessian-vector product of the second-order "
                       "step: the paper's finite difference (eq. 8) or exact double "
                       "backward", choices=HVP_METHODS, group="architecture")
+    amp: bool = option(False, "mixed precision: the weight step's forward pass under "
+                       "bfloat16 autocast; the α step stays float32", group="weights")
     single_level: bool = option(False, "single-level: one batch of the whole training "
                                 "set steps w (SGD) and α (Adam) on the same training "
                                 "loss (the paper's §3.3 ablation); no split, no second "
@@ -265,7 +267,7 @@ def _weight_backward(loss, weights, alphas, net=None) -> None:
     for a, g in zip(alphas, kept, strict=True):
         a.grad = g
 
-# %% ../book/08_search.md #ae1fb3d5
+# %% ../book/08_search.md #565d6da7
 def _check_named(name, value, *, where, hint):
     utils.check_finite(value, name, where, hint)
 
@@ -293,9 +295,10 @@ def search_epoch(parts: SearchParts, config: SearchConfig, epoch: int, lr: float
         x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
         where = f"epoch {epoch + 1}, step {step + 1}"
         if config.single_level:  # w and α from one training batch (section below)
-            logits, loss, arch_loss = single_level_step(
-                model, parts.architect, opt, x, y, grad_clip=config.grad_clip,
-                check=functools.partial(_check_named, where=where, hint=hint))
+            with utils.autocast(config.amp, dev):  # no finite differences here
+                logits, loss, arch_loss = single_level_step(
+                    model, parts.architect, opt, x, y, grad_clip=config.grad_clip,
+                    check=functools.partial(_check_named, where=where, hint=hint))
             meters["train_loss"].update(loss.item(), len(y))
             meters["train_acc"].update(utils.accuracy(logits.detach(), y)[0], len(y))
             meters["arch_loss"].update(arch_loss.item(), len(y))
@@ -306,8 +309,9 @@ def search_epoch(parts: SearchParts, config: SearchConfig, epoch: int, lr: float
         utils.check_finite(distributed.sum_over_ranks(arch_loss),
                            "validation loss (architecture step)", where, hint)
         opt.zero_grad(set_to_none=True)
-        logits = (parts.net or model)(x, perturb=perturb)  # [B, num_classes]
-        loss = nn.functional.cross_entropy(logits, y)
+        with utils.autocast(config.amp, dev):  # the architect above: float32
+            logits = (parts.net or model)(x, perturb=perturb)  # [B, num_classes]
+            loss = nn.functional.cross_entropy(logits, y)
         utils.check_finite(distributed.sum_over_ranks(loss),
                            "training loss (weight step)", where, hint)
         _weight_backward(loss, weights, model.arch_parameters(), parts.net)

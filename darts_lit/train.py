@@ -24,7 +24,7 @@ from .genotypes import Genotype, resolve_genotype
 from .model import NetworkCIFAR, NetworkImageNet
 from .ops import count_parameters
 
-# %% ../book/10_train.md #e995ce50
+# %% ../book/10_train.md #222e8807
 @dataclass
 class TrainConfig(RunConfig):
     """Settings of `train`; the defaults are the paper's CIFAR-10 evaluation."""
@@ -82,6 +82,12 @@ class TrainConfig(RunConfig):
     channels_last: bool = option(True, "NHWC memory for the network: the same "
                                  "numbers, faster convolutions on a CPU",
                                  group="network")
+    amp: bool = option(False, "mixed precision: forward passes under bfloat16 "
+                       "autocast; weights and optimizer stay float32", group="weights")
+    compile: str = option("off", "torch.compile the training step: 'default' "
+                          "(Inductor), 'reduce-overhead' (also CUDA graphs on a GPU), "
+                          "'max-autotune', 'aot_eager' (traced only, a quick check)",
+                          choices=utils.COMPILE_MODES, group="network", metavar="MODE")
 
     def check(self) -> None:
         """The rules that relate settings (`validate` calls this last)."""
@@ -149,11 +155,12 @@ def training_loss(output, target: torch.Tensor, criterion,
         return loss, logits
     return criterion(output, target), output
 
-# %% ../book/10_train.md #fb8b7dad
+# %% ../book/10_train.md #9b751ba5
 def train_epoch(model, loader, optimizer, criterion, config: TrainConfig, device,
                 epoch: int) -> dict:
     """One epoch of SGD; the mean training loss and top-1 accuracy (%). `config`:
-    any run config with `grad_clip` (FBNet's too, which has no auxiliary head)."""
+    any run config with `grad_clip` and `amp` (FBNet's too, which has no auxiliary
+    head)."""
     model.train()
     loss_m, top1_m = utils.AverageMeter(), utils.AverageMeter()
     steps = len(loader)
@@ -164,8 +171,9 @@ def train_epoch(model, loader, optimizer, criterion, config: TrainConfig, device
     for step, (x, y) in enumerate(bar):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
-        loss, logits = training_loss(model(x), y, criterion,
-                                     getattr(config, "auxiliary_weight", 0.0))
+        with utils.autocast(config.amp, device):  # a no-op unless --amp
+            loss, logits = training_loss(model(x), y, criterion,
+                                         getattr(config, "auxiliary_weight", 0.0))
         utils.check_finite(distributed.sum_over_ranks(loss), "training loss",
                            f"{step} of epoch {epoch + 1}")
         loss.backward()
@@ -255,7 +263,7 @@ def start_or_resume(config: TrainConfig, genotype, model, optimizer, scheduler):
     utils.restore_training_state(state, model, {"sgd": optimizer}, scheduler)
     return list(state["history"]), int(state["epoch"])
 
-# %% ../book/10_train.md #6ded3740
+# %% ../book/10_train.md #6631cba4
 def train(config: TrainConfig | None = None, stop_after_epoch: int | None = None,
           **overrides) -> list[dict]:
     """Train (or resume) the evaluation network of `config`; the per-epoch history."""
@@ -274,7 +282,8 @@ def train(config: TrainConfig | None = None, stop_after_epoch: int | None = None
                      image_size=info.image_size if info.name == "folder" else None)
     model = build_model(config, genotype, info).to(device,
                                                    memory_format=memory_format(config))
-    net = distributed.data_parallel(model, device)  # model itself alone
+    net = utils.compile_model(distributed.data_parallel(model, device),  # alone: model
+                              config.compile)
     optimizer, scheduler = make_optimizer(model, config)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     history, start = start_or_resume(config, genotype, model, optimizer, scheduler)
@@ -282,9 +291,11 @@ def train(config: TrainConfig | None = None, stop_after_epoch: int | None = None
                                                                stop_after_epoch)
     for epoch in range(start, stop):
         t0 = time.perf_counter()
-        model.drop_path_prob = drop_path_prob_at(config, epoch)
+        p = drop_path_prob_at(config, epoch)
         row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
-               "drop_path_prob": model.drop_path_prob}
+               "drop_path_prob": p}
+        compiled = config.compile != "off" and p > 0  # a tensor: no new trace per epoch
+        model.drop_path_prob = torch.tensor(p, device=device) if compiled else p
         if hasattr(train_loader.sampler, "set_epoch"):  # DistributedSampler
             train_loader.sampler.set_epoch(epoch)
         with runs.nan_policy(config, out, epochs_saved=epoch):

@@ -243,3 +243,38 @@ def test_pc_darts_settings(tmp_path):
     with pytest.raises(ConfigError, match="edge_normalization: cannot be combined with "
                        "latency_weight"):
         search(TINY, edge_normalization=True, latency_weight=1.0)
+
+
+@pytest.mark.parametrize("unrolled", [False, True])
+def test_amp_autocasts_the_weight_step_only(unrolled):
+    """--amp: the weight step's forward runs in bfloat16 and the architecture step
+    (its finite differences included) in float32, so after one step α is bit-identical
+    to a float32 run's and the weights are close to, but not equal to, its weights."""
+    import copy
+
+    from darts_lit import utils
+
+    cfg = replace(TINY, max_steps_per_epoch=1, unrolled=unrolled)
+    torch.manual_seed(0)
+    parts = build_search(cfg)
+    twin, rng = copy.deepcopy(parts), utils.get_rng_state()
+    dtypes = {}
+    for amp, p in ((False, parts), (True, twin)):
+        seen = dtypes[amp] = []
+        p.model.stem[0].register_forward_hook(lambda m, i, o, seen=seen:
+                                              seen.append(o.dtype))
+        utils.set_rng_state(rng)
+        search_epoch(p, replace(cfg, amp=amp), epoch=0, lr=0.025)
+    n_arch = len(dtypes[False]) - 1  # forward passes of the architecture step
+    assert n_arch == (4 if unrolled else 1)  # unrolled: w', then w⁺ and w⁻
+    assert dtypes[False] == [torch.float32] * (n_arch + 1)
+    assert dtypes[True] == [torch.float32] * n_arch + [torch.bfloat16]
+    for a, b in zip(parts.model.arch_parameters(), twin.model.arch_parameters(),
+                    strict=True):
+        assert torch.equal(a, b)
+    w32 = torch.cat([w.flatten() for w in parts.model.weights()])
+    w16 = torch.cat([w.flatten() for w in twin.model.weights()])
+    w0 = torch.cat([w.flatten() for w in build_search(cfg).model.weights()])
+    assert not torch.equal(w32, w16)
+    step32, step16 = w32 - w0, w16 - w0  # the weight step itself, in both precisions
+    assert torch.nn.functional.cosine_similarity(step32, step16, dim=0) > 0.95
