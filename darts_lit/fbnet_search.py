@@ -5,7 +5,7 @@ __all__ = ['fbnet_search_epoch', 'FBNetSearchConfig', 'fbnet_objective',
            'fbnet_search_data', 'fbnet_search_latency', 'fbnet_search_epoch_row',
            'save_fbnet_architectures', 'fbnet_search', 'train_and_evaluate']
 
-# %% ../book/13_fbnet_search.md #51afa55e
+# %% ../book/13_fbnet_search.md #1b6ddfd8
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -36,6 +36,7 @@ from darts_lit.latency import (
 from darts_lit.utils import (
     accuracy,
     atomic_save,
+    autocast,
     check_finite,
     get_rng_state,
     print_epoch,
@@ -50,13 +51,14 @@ from .data import DATASETS, get_dataset, search_loaders
 from .latency_table import auto_clock
 from .search import seed_loaders, single_level_loader
 
-# %% ../book/13_fbnet_search.md #bb2eb4e7
+# %% ../book/13_fbnet_search.md #6a5007db
 def fbnet_search_epoch(model: FBNetSupernet, loader, optimizer, *, tau: float,
                        train_theta: bool, objective=None, lat=None, fixed: float = 0.0,
                        hard: bool = False, device="cpu", max_steps=None,
-                       where: str = "", w_optimizer=None) -> dict:
+                       where: str = "", w_optimizer=None, amp: bool = False) -> dict:
     """One pass over `loader` training w (θ frozen) or θ (`objective(ce, E[LAT])`);
-    with `w_optimizer` (single-level), θ's loss steps w too, on the same batch."""
+    with `w_optimizer` (single-level), θ's loss steps w too, on the same batch;
+    `amp`: the supernet's forward pass under bfloat16 autocast."""
     ce_sum = lat_sum = acc_sum = n = 0.0
     for step, (x, y) in enumerate(loader):
         if max_steps is not None and step >= max_steps:
@@ -64,8 +66,9 @@ def fbnet_search_epoch(model: FBNetSupernet, loader, optimizer, *, tau: float,
         x, y = x.to(device), y.to(device)
         theta = model.theta if train_theta else model.theta.detach()
         m = arch_weights(theta, "gumbel", tau, hard)  # [L, K] sampled architecture
-        logits = model(x, m)
-        ce = F.cross_entropy(logits, y)
+        with autocast(amp, device):  # a no-op unless --amp; m stays float32
+            logits = model(x, m)
+            ce = F.cross_entropy(logits, y)
         loss = ce
         if train_theta:
             e_lat = expected_latency(m, lat.to(device), fixed)
@@ -84,7 +87,7 @@ def fbnet_search_epoch(model: FBNetSupernet, loader, optimizer, *, tau: float,
         n += len(y)
     return {"ce": ce_sum / n, "acc": acc_sum / n, "lat": lat_sum / n}
 
-# %% ../book/13_fbnet_search.md #d1ed1183
+# %% ../book/13_fbnet_search.md #00787e3f
 @dataclass
 class FBNetSearchConfig(RunConfig):
     """Settings of an FBNet search; the paper's values where it gives them."""
@@ -125,6 +128,9 @@ class FBNetSearchConfig(RunConfig):
     single_path: bool = option(True, "weight steps train one sampled block per layer "
                                "(hard samples); off: FBNet's soft samples",
                                group="weights")
+    amp: bool = option(False, "mixed precision: the supernet's forward passes under "
+                       "bfloat16 autocast; the Gumbel samples and E[LAT] stay float32",
+                       group="weights")
     arch_learning_rate: float = option(0.01, "Adam learning rate of θ", gt=0,
                                        paper=True, group="architecture")
     arch_weight_decay: float = option(5e-4, "Adam weight decay of θ", ge=0,
@@ -220,13 +226,14 @@ def fbnet_search_latency(config: FBNetSearchConfig, space: FBNetSpace, out) -> t
                         warmup=config.timing_warmup, repeats=config.timing_repeats)
     return fbnet_latency(space, table, config.latency_batch)
 
-# %% ../book/13_fbnet_search.md #246208a6
+# %% ../book/13_fbnet_search.md #d619c99d
 def fbnet_search_epoch_row(cfg: FBNetSearchConfig, model, loaders, w_opt, theta_opt,
                            objective, lat, fixed, epoch: int, device) -> dict:
     """Train one epoch (w, then θ; or both together) and return its history row."""
     train_q, valid_q = loaders
     tau, where = temperature(epoch, cfg.tau0, cfg.tau_decay), f"epoch {epoch + 1}"
-    kw = dict(device=device, max_steps=cfg.max_steps_per_epoch, tau=tau, where=where)
+    kw = dict(device=device, max_steps=cfg.max_steps_per_epoch, tau=tau, where=where,
+              amp=cfg.amp)
     theta_kw = dict(train_theta=True, objective=objective, lat=lat, fixed=fixed,
                     hard=cfg.hard_theta, **kw)
     row = {"epoch": epoch + 1, "tau": tau}

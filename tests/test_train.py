@@ -297,7 +297,8 @@ def test_amp_and_compiled_runs_resume_bit_exactly(tmp_path, settings):
 
 def test_compiled_training_is_not_retraced_every_epoch(monkeypatch, tmp_path):
     """The drop-path probability grows every epoch; a compiled run passes it as a
-    tensor, so 4 epochs trace no more graphs than 2 (a float would add one per epoch)."""
+    tensor, so 4 epochs trace no more graphs than 2 (a float would add one per
+    epoch)."""
     import torch._dynamo
 
     from darts_lit import utils
