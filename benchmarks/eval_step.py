@@ -104,7 +104,7 @@ def main(argv=None) -> None:
           f"{args.repeats}")
     median = {v: statistics.median(t) for v, t in times.items()}
     for v in variants:
-        print(f"{v:20s} {median[v]:8.3f} s   ratio {median[v] / median['plain']:.3f}")
+        print(f"{v:20s} {median[v]:9.4f} s   ratio {median[v] / median['plain']:.3f}")
     last = (f"eval_step_ratio={median['channels_last'] / median['plain']:.3f} "
             f"bf16_ratio={median['channels_last_bf16'] / median['plain']:.3f}")
     if "compiled" in variants:
