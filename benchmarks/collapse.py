@@ -16,6 +16,9 @@ fixed validation batches (chapter *When the search collapses*):
 - darts_plus: DARTS+, stopped at 2 skip connections or a stable ranking (10 epochs);
 - pdarts_cap: P-DARTS's cap of 2 skip connections at derivation;
 - sdarts: SDARTS-RS, weight steps on softmax(α) + U[-ε, ε], ε rising to 0.3;
+- sdarts_adv: SDARTS-ADV, weight steps on softmax(α) + the δ in that box found by 7
+  steps of sign-gradient ascent of the training loss (9 more forward passes and 7
+  more backward passes per weight step);
 - l2: R-DARTS's stronger weight decay on w, 9 times the default (27e-4).
 
 The result of each search (`search_result`: with early stopping, the epoch the rule
@@ -40,7 +43,9 @@ from darts_lit.search import SearchConfig, search, search_result
 
 METHODS = {"darts": {}, "darts_es": {"early_stop": "darts_es"},
            "darts_plus": {"early_stop": "darts_plus"}, "pdarts_cap": {"max_skips": 2},
-           "sdarts": {"sdarts_epsilon": 0.3}, "l2": {"weight_decay": 27e-4}}
+           "sdarts": {"sdarts_epsilon": 0.3},
+           "sdarts_adv": {"sdarts_epsilon": 0.3, "sdarts_attack_steps": 7},
+           "l2": {"weight_decay": 27e-4}}
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -4,7 +4,8 @@
 __all__ = ['SPACES', 'PARAMETER_FREE', 'cell_stats', 'edge_entropy', 'alpha_hvp',
            'lanczos_max', 'hessian_eigenvalue', 'fixed_batches', 'cap_skips',
            'capped_genotype', 'darts_es_stop', 'op_ranking', 'darts_plus_stop',
-           'sdarts_radius', 'random_smoothing', 'epoch_diagnostics', 'plot_collapse']
+           'sdarts_radius', 'random_smoothing', 'adversarial_smoothing',
+           'epoch_diagnostics', 'plot_collapse']
 
 # %% ../book/08_collapse.md #70886fa4
 import math
@@ -178,6 +179,46 @@ def random_smoothing(epsilon: float):
         return w + torch.empty_like(w).uniform_(-epsilon, epsilon)
 
     return perturb
+
+# %% ../book/08_collapse.md #552b9e75
+def _project(base: torch.Tensor, delta: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """δ clamped to the ε-box, base + δ clamped to [0, 1] with rows summing to 1."""
+    w = (base + delta.clamp(-epsilon, epsilon)).clamp(0, 1)
+    w = w / w.sum(-1, keepdim=True).clamp_min(1e-12)
+    return w - base
+
+
+def _adders(deltas):
+    """The (normal, reduce) pair of `perturb` functions w ↦ w + δ."""
+    return tuple((lambda w, d=d: w + d) for d in deltas)
+
+
+def adversarial_smoothing(model, x, y, epsilon: float, steps: int = 7):
+    """SDARTS-ADV's `perturb` for a weight step on (x, y): δ (per cell type) from
+    `steps` steps of projected sign-gradient ascent of the training loss."""
+    was_training = model.training
+    model.eval()  # BatchNorm: running statistics, left as they are
+    try:
+        base = [F.softmax(a, dim=-1).detach() for a in model.arch_parameters()]
+
+        def loss_at(deltas):
+            return F.cross_entropy(model(x, perturb=_adders(deltas)), y)
+
+        with torch.no_grad():
+            before = loss_at([torch.zeros_like(b) for b in base])
+        deltas = [_project(b, torch.empty_like(b).uniform_(-epsilon, epsilon), epsilon)
+                  for b in base]
+        for _ in range(steps):
+            deltas = [d.requires_grad_() for d in deltas]
+            grads = torch.autograd.grad(loss_at(deltas), deltas)
+            deltas = [_project(b, d.detach() + 2 * epsilon / steps * g.sign(), epsilon)
+                      for b, d, g in zip(base, deltas, grads, strict=True)]
+        with torch.no_grad():
+            if loss_at(deltas) <= before:
+                deltas = [torch.zeros_like(b) for b in base]
+    finally:
+        model.train(was_training)
+    return _adders(deltas)
 
 # %% ../book/08_collapse.md #d0b996d7
 def epoch_diagnostics(model, batches=None, seed: int = 0) -> dict:

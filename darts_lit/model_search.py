@@ -83,7 +83,7 @@ def stack_cells(C, layers, steps, multiplier, stem_multiplier, impl="fast",
         C_prev_prev, C_prev = C_prev, multiplier * C_curr
     return cells, C_prev
 
-# %% ../book/05_model_search.md #69412580
+# %% ../book/05_model_search.md #9ef7b56e
 def supernet_logits(net: nn.Module, x: torch.Tensor, perturb=None) -> torch.Tensor:
     """Logits [B, num_classes] of images x [B, in_channels, H, W] through `net`."""
     if x.dim() != 4 or x.shape[1] != net._in_channels:
@@ -98,7 +98,9 @@ def supernet_logits(net: nn.Module, x: torch.Tensor, perturb=None) -> torch.Tens
         w_normal = (F.softmax(net.alphas_normal, dim=-1),)  # [k, num_ops]
         w_reduce = (F.softmax(net.alphas_reduce, dim=-1),)  # [k, num_ops]
     if perturb is not None:  # SDARTS: the weight step sees softmax(α) + δ
-        w_normal, w_reduce = ((perturb(w[0]), *w[1:]) for w in (w_normal, w_reduce))
+        p_normal, p_reduce = perturb if isinstance(perturb, tuple) else (perturb,) * 2
+        w_normal = (p_normal(w_normal[0]), *w_normal[1:])
+        w_reduce = (p_reduce(w_reduce[0]), *w_reduce[1:])
     s0 = s1 = net.stem(x)  # [B, stem_multiplier*C, H, W]
     for cell in net.cells:
         s0, s1 = s1, cell(s0, s1, *(w_reduce if cell.reduction else w_normal))

@@ -24,7 +24,7 @@ from .data import get_dataset, search_loaders
 from .genotypes import genotype_to_dict
 from .model_search import Network
 
-# %% ../book/08_search.md #8b8ad5f7
+# %% ../book/08_search.md #4958ba11
 def check_hvp(config) -> None:
     """`hvp='exact'` needs the second-order step: the rule of every DARTS search."""
     if config.hvp == "exact" and not config.unrolled:
@@ -115,6 +115,11 @@ class SearchConfig(RunConfig):
                                    "uniform noise of radius rising linearly to this "
                                    "(paper's code: 0.3); 0: off", ge=0, lt=1,
                                    group="collapse", metavar="EPS")
+    sdarts_attack_steps: int = option(0, "SDARTS-ADV: with --sdarts-epsilon, δ from "
+                                      "this many steps of sign-gradient ascent of the "
+                                      "training loss (paper: 7) instead of noise; 0: "
+                                      "SDARTS-RS", ge=0, group="collapse",
+                                      metavar="N")
     seed: int = option(2, "random seed (as the paper's code)", ge=0)
     deterministic: bool = option(True, "cuDNN: deterministic kernels, no autotuning")
 
@@ -133,6 +138,10 @@ class SearchConfig(RunConfig):
         if self.early_stop == "darts_es" and not self.hessian_batches:
             raise config_error(self, "early_stop", "'darts_es' watches λ_max: give "
                                f"{option_name(type(self), 'hessian_batches')} ≥ 1")
+        if self.sdarts_attack_steps and not self.sdarts_epsilon:
+            raise config_error(self, "sdarts_attack_steps", "needs the radius of the "
+                               f"box: give {option_name(type(self), 'sdarts_epsilon')}"
+                               " > 0 (the paper's code: 0.3)")
         if self.sdarts_epsilon and self.single_level:
             raise config_error(self, "sdarts_epsilon", "perturbs the weight step of "
                                "the bilevel search; it cannot be combined with "
@@ -267,7 +276,7 @@ def _weight_backward(loss, weights, alphas, net=None) -> None:
     for a, g in zip(alphas, kept, strict=True):
         a.grad = g
 
-# %% ../book/08_search.md #565d6da7
+# %% ../book/08_search.md #324a6940
 def _check_named(name, value, *, where, hint):
     utils.check_finite(value, name, where, hint)
 
@@ -309,6 +318,9 @@ def search_epoch(parts: SearchParts, config: SearchConfig, epoch: int, lr: float
         utils.check_finite(distributed.sum_over_ranks(arch_loss),
                            "validation loss (architecture step)", where, hint)
         opt.zero_grad(set_to_none=True)
+        if config.sdarts_attack_steps:  # SDARTS-ADV: the worst δ for this batch
+            perturb = collapse.adversarial_smoothing(model, x, y, eps,
+                                                     config.sdarts_attack_steps)
         with utils.autocast(config.amp, dev):  # the architect above: float32
             logits = (parts.net or model)(x, perturb=perturb)  # [B, num_classes]
             loss = nn.functional.cross_entropy(logits, y)

@@ -261,6 +261,50 @@ def test_sdarts_perturbs_the_weight_step_only():
     assert search(two)[0]["alphas"] != search(two, sdarts_epsilon=0.5)[0]["alphas"]
 
 
+def test_sdarts_adv_perturbs_the_weight_step_only():
+    """SDARTS-ADV: α after one step as without it (the α step comes first); the
+    weight step saw another loss than SDARTS-RS's and than no perturbation."""
+    base = replace(TINY, epochs=1, max_steps_per_epoch=1)
+    plain = search(base)
+    adv = search(base, sdarts_epsilon=0.5, sdarts_attack_steps=3)
+    rs = search(base, sdarts_epsilon=0.5)
+    assert plain[0]["alphas"] == adv[0]["alphas"]
+    assert len({plain[0]["train_loss"], adv[0]["train_loss"], rs[0]["train_loss"]}) == 3
+
+
+def test_adversarial_smoothing_finds_a_worse_delta_than_noise():
+    """On a tiny supernet: the ascent's δ raises the (evaluation-mode) training loss
+    above δ = 0 and above every one of 20 random δ of the same radius; the perturbed
+    rows stay distributions and the |δ| before renormalisation is within ε; nothing
+    of the network changes."""
+    from torch.nn import functional as F
+
+    from darts_lit.collapse import adversarial_smoothing
+    from darts_lit.model_search import Network
+
+    torch.manual_seed(0)
+    net = Network(4, 10, 3, steps=2, multiplier=2, in_channels=1)
+    x, y = torch.randn(16, 1, 8, 8), torch.randint(10, (16,))
+    net(x)
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    adv = adversarial_smoothing(net, x, y, 0.2, steps=5)
+    assert net.training and all(p.grad is None for p in net.parameters())
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in state.items())
+    net.eval()
+    with torch.no_grad():
+        clean = F.cross_entropy(net(x), y)
+        attacked = F.cross_entropy(net(x, perturb=adv), y)
+        noisy = torch.stack([F.cross_entropy(net(x, perturb=random_smoothing(0.2)), y)
+                             for _ in range(20)])
+    assert attacked > clean and attacked > noisy.max()
+    for a, p in zip(net.arch_parameters(), adv, strict=True):
+        base = F.softmax(a, -1)
+        w = p(base)
+        assert ((w >= 0) & (w <= 1)).all()
+        torch.testing.assert_close(w.sum(-1), torch.ones(len(w)))
+        assert not torch.equal(w, base)
+
+
 def test_random_smoothing_distribution():
     torch.manual_seed(0)
     w = torch.full((400, 500), 0.25)
@@ -277,6 +321,8 @@ def test_random_smoothing_distribution():
     (dict(sdarts_epsilon=1.0), "sdarts_epsilon: must be a number ≥ 0 and < 1, got 1.0"),
     (dict(sdarts_epsilon=0.3, single_level=True), "sdarts_epsilon: perturbs the "
      "weight step"),
+    (dict(sdarts_attack_steps=7), "sdarts_attack_steps: needs the radius of the box: "
+     "give sdarts_epsilon > 0"),
     (dict(space="s9"), "space: must be one of darts, s2, s3, s4, got 's9'"),
     (dict(space="s2", latency_weight=0.1), "space: must be 'darts' with "
      "latency_weight"),
