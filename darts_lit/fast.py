@@ -2,10 +2,10 @@
 
 # %% auto #0
 __all__ = ['POOLS', 'native_stderr_silenced', 'Optimizations', 'active_optimizations',
-           'optimizations', 'weighted_bn', 'pointwise', 'undilated_conv',
-           'sep_conv_of_relu', 'dil_conv_of_relu', 'strided_pointwise',
-           'factorized_reduce_of_relu', 'op_kind', 'conv_of_relu', 'edge_terms',
-           'edge_index', 'fast_cell_forward']
+           'optimizations', 'weighted_bn', 'pointwise', 'PointwiseBN', 'pointwise_bn',
+           'undilated_conv', 'sep_conv_of_relu', 'dil_conv_of_relu',
+           'strided_pointwise', 'factorized_reduce_of_relu', 'op_kind', 'conv_of_relu',
+           'edge_terms', 'edge_index', 'fast_cell_forward']
 
 # %% ../book/14_performance.md #df756d97
 import contextlib
@@ -34,18 +34,20 @@ def native_stderr_silenced():
         os.dup2(saved, 2)
         os.close(saved)
 
-# %% ../book/14_performance.md #ea9a5053
+# %% ../book/14_performance.md #445fdf2d
 @dataclass(frozen=True)
 class Optimizations:
     """Switches of the fast cell; all on by default, off one by one for measuring."""
 
     skip_none: bool = True      # `none` contributes w·0: not computed
-    share_relu: bool = True     # one ReLU per node for every conv op reading it
+    share_relu: bool = True     # one ReLU (and its pixel phases) per node for all convs
     share_pools: bool = True    # each pooling once per node, not once per edge
     fuse_weights: bool = True   # α's softmax weight as the scale of the last BatchNorm
     channels_last: bool = True  # NHWC memory on the CPU (faster depthwise convs, pools)
     matmul_1x1: bool = True     # pointwise convs as matrix products over NHWC pixels
     undilate: bool = True       # dilated convs as plain convs on pixel phases (CPU)
+    dense_grads: bool = True    # a node's gradient made channels-last once, not per op
+    recompute_1x1: bool = True  # 1×1 products recomputed in the backward, not stored
 
 
 _ACTIVE = contextvars.ContextVar("darts_lit_fast_optimizations", default=None)
@@ -65,17 +67,23 @@ def optimizations(**switches):
     finally:
         _ACTIVE.reset(token)
 
-# %% ../book/14_performance.md #b83a50a0
-def weighted_bn(bn: nn.BatchNorm2d, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """w · bn(x) for a non-affine BatchNorm in one call: w is its scale."""
-    if bn.affine:
-        return w * bn(x)
+# %% ../book/14_performance.md #3aba5fd9
+def _bn_momentum(bn: nn.BatchNorm2d) -> float:
+    """The momentum of this call of bn, counting the batch as nn.BatchNorm2d does."""
     # as nn.BatchNorm2d.forward: the running statistics move exactly as in bn(x)
     momentum = 0.0 if bn.momentum is None else bn.momentum
     if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
         bn.num_batches_tracked.add_(1)
         if bn.momentum is None:
             momentum = 1.0 / float(bn.num_batches_tracked)
+    return momentum
+
+
+def weighted_bn(bn: nn.BatchNorm2d, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """w · bn(x) for a non-affine BatchNorm in one call: w is its scale."""
+    if bn.affine:
+        return w * bn(x)
+    momentum = _bn_momentum(bn)
     batch_stats = bn.training or (bn.running_mean is None and bn.running_var is None)
     track = not bn.training or bn.track_running_stats
     # contiguous: a stride-0 (expanded) scale gives wrong gradients in channels-last
@@ -83,6 +91,10 @@ def weighted_bn(bn: nn.BatchNorm2d, x: torch.Tensor, w: torch.Tensor) -> torch.T
     return F.batch_norm(x, bn.running_mean if track else None,
                         bn.running_var if track else None, gamma, None, batch_stats,
                         momentum, bn.eps)
+
+
+def _scaled_bn(bn, x, w, opts):
+    return weighted_bn(bn, x, w) if opts.fuse_weights else w * bn(x)
 
 # %% ../book/14_performance.md #38581743
 def pointwise(conv: nn.Conv2d, x: torch.Tensor, opts=None) -> torch.Tensor:
@@ -94,7 +106,60 @@ def pointwise(conv: nn.Conv2d, x: torch.Tensor, opts=None) -> torch.Tensor:
     w = conv.weight.flatten(1)  # [C_out, C_in]
     return F.linear(x.permute(0, 2, 3, 1), w, conv.bias).permute(0, 3, 1, 2)
 
-# %% ../book/14_performance.md #0a7d145c
+# %% ../book/14_performance.md #4e70fa61
+def _linear_nhwc(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """x Wᵀ per pixel of a channels-last [B, C_in, H, W]: [B, C_out, H, W], NHWC."""
+    return F.linear(x.permute(0, 2, 3, 1), w).permute(0, 3, 1, 2)
+
+
+class PointwiseBN(torch.autograd.Function):
+    """γ · BN(W x) with batch statistics; keeps x, not W x, for the backward pass."""
+
+    @staticmethod
+    def forward(ctx, x, weight, scale, running_mean, running_var, momentum, eps):
+        y = _linear_nhwc(x, weight)  # weight: [C_out, C_in]; scale γ: [C_out] or None
+        out, mean, invstd = torch.native_batch_norm(
+            y, scale, None, running_mean, running_var, True, momentum, eps)
+        ctx.save_for_backward(x, weight, scale, mean, invstd)
+        ctx.eps = eps
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight, scale, mean, invstd = ctx.saved_tensors
+        y = _linear_nhwc(x, weight)  # recomputed instead of kept
+        needs_x, needs_w, needs_scale = ctx.needs_input_grad[:3]
+        grad_y, grad_scale, _ = torch.ops.aten.native_batch_norm_backward(
+            grad, y, scale, None, None, mean, invstd, True, ctx.eps,
+            [True, scale is not None and needs_scale, False])
+        grad_x = _linear_nhwc(grad_y, weight.t()) if needs_x else None
+        grad_w = None
+        if needs_w:  # $\sum_\text{pixels} (\partial L/\partial y)\, x^\top$
+            grad_w = (grad_y.permute(0, 2, 3, 1).flatten(0, 2).t()
+                      @ x.permute(0, 2, 3, 1).flatten(0, 2))
+        return grad_x, grad_w, grad_scale, None, None, None, None
+
+
+def pointwise_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d, x: torch.Tensor, w=None,
+                 opts=None) -> torch.Tensor:
+    """bn(conv(x)) for a 1×1 conv and a non-affine BatchNorm, times w if given."""
+    opts = opts or active_optimizations()
+    batch_stats = bn.training or (bn.running_mean is None and bn.running_var is None)
+    # without ∂L/∂W (α passes) the product keeps no x: nothing to gain by recomputing
+    needs_weight_grad = torch.is_grad_enabled() and conv.weight.requires_grad
+    if not (opts.recompute_1x1 and opts.matmul_1x1 and needs_weight_grad and batch_stats
+            and not bn.affine and conv.bias is None and (w is None or opts.fuse_weights)
+            and x.is_contiguous(memory_format=torch.channels_last)):
+        y = pointwise(conv, x, opts)
+        return bn(y) if w is None else _scaled_bn(bn, y, w, opts)
+    momentum = _bn_momentum(bn)
+    track = bn.training and bn.track_running_stats
+    scale = None if w is None else w.expand(conv.out_channels).contiguous()
+    return PointwiseBN.apply(x, conv.weight.flatten(1), scale,
+                             bn.running_mean if track else None,
+                             bn.running_var if track else None, momentum, bn.eps)
+
+# %% ../book/14_performance.md #5314a9bd
 def _phases(x: torch.Tensor, d: int) -> torch.Tensor:
     """[B, C, H, W] → [B·d², C, H/d, W/d]: phase (a, b) of image n at n·d² + a·d + b."""
     B, C, H, W = x.shape
@@ -111,8 +176,10 @@ def _unphases(y: torch.Tensor, d: int) -> torch.Tensor:
                .permute(0, 3, 1, 2)
 
 
-def undilated_conv(conv: nn.Conv2d, x: torch.Tensor, opts=None) -> torch.Tensor:
-    """conv(x) for a dilated conv, as an undilated conv of x's pixel phases."""
+def undilated_conv(conv: nn.Conv2d, x: torch.Tensor, opts=None,
+                   phases: dict | None = None) -> torch.Tensor:
+    """conv(x) for a dilated conv, as an undilated conv of x's pixel phases; with a
+    dict `phases`, the phases of x are made once for every conv that reads x."""
     opts = opts or active_optimizations()
     (k, k2), (d, d2), (s, s2), (p, p2) = (conv.kernel_size, conv.dilation, conv.stride,
                                           conv.padding)
@@ -127,29 +194,27 @@ def undilated_conv(conv: nn.Conv2d, x: torch.Tensor, opts=None) -> torch.Tensor:
     phases_ok = (H % d == 0 and W % d == 0 and min(H, W) // d >= 8  # see below
                  and x.is_contiguous(memory_format=torch.channels_last))
     if usable and s == 1 and phases_ok and needs_weight_grad:
-        y = F.conv2d(_phases(x, d), conv.weight, conv.bias, 1, p // d, 1, conv.groups)
+        xp = phases[d] if phases is not None and d in phases else _phases(x, d)
+        if phases is not None:
+            phases[d] = xp
+        y = F.conv2d(xp, conv.weight, conv.bias, 1, p // d, 1, conv.groups)
         return _unphases(y, d)
     return conv(x)
 
-# %% ../book/14_performance.md #d95281b9
-def _scaled_bn(bn, x, w, opts):
-    return weighted_bn(bn, x, w) if opts.fuse_weights else w * bn(x)
-
-
+# %% ../book/14_performance.md #f6e1dd3c
 def sep_conv_of_relu(op: SepConv, r, w, opts=None):
     """w · op(x) from r = ReLU(x): the op's own first ReLU is skipped."""
     opts = opts or active_optimizations()
     a, b = op.op  # two blocks (ReLU, depthwise, pointwise, BN)
-    y = a[3](pointwise(a[2], a[1](r), opts))
-    return _scaled_bn(b[3], pointwise(b[2], b[1](F.relu(y)), opts), w, opts)
+    y = pointwise_bn(a[2], a[3], a[1](r), None, opts)
+    return pointwise_bn(b[2], b[3], b[1](F.relu(y)), w, opts)
 
 
-def dil_conv_of_relu(op: DilConv, r, w, opts=None):
-    """w · op(x) from r = ReLU(x)."""
+def dil_conv_of_relu(op: DilConv, r, w, opts=None, phases=None):
+    """w · op(x) from r = ReLU(x); `phases` caches r's pixel phases (see above)."""
     opts = opts or active_optimizations()
     s = op.op  # ReLU, depthwise (dilated), pointwise, BN
-    return _scaled_bn(s[3], pointwise(s[2], undilated_conv(s[1], r, opts), opts), w,
-                      opts)
+    return pointwise_bn(s[2], s[3], undilated_conv(s[1], r, opts, phases), w, opts)
 
 
 def strided_pointwise(conv: nn.Conv2d, x: torch.Tensor, opts=None) -> torch.Tensor:
@@ -174,7 +239,7 @@ def factorized_reduce_of_relu(op: FactorizedReduce, r, r_shifted, w, opts=None):
                    strided_pointwise(op.conv_2, r_shifted, opts)], dim=1)
     return _scaled_bn(op.bn, y, w, opts)
 
-# %% ../book/14_performance.md #a745c392
+# %% ../book/14_performance.md #3c54b6d9
 POOLS = (nn.MaxPool2d, nn.AvgPool2d)
 
 
@@ -196,8 +261,9 @@ def conv_of_relu(op, shared: dict, w, opts):
     """w · op(x) for a conv op from the ReLU of x (and its shift) in `shared`."""
     if isinstance(op, SepConv):
         return sep_conv_of_relu(op, shared["relu"], w, opts)
-    if isinstance(op, DilConv):
-        return dil_conv_of_relu(op, shared["relu"], w, opts)
+    if isinstance(op, DilConv):  # both dilated convs of every edge: one set of phases
+        return dil_conv_of_relu(op, shared["relu"], w, opts,
+                                shared.setdefault("phases", {}))
     if "shifted" not in shared:  # FactorizedReduce's second path, one pixel over
         shared["shifted"] = F.pad(shared["relu"], (0, 1, 0, 1))[:, :, 1:, 1:]
     return factorized_reduce_of_relu(op, shared["relu"], shared["shifted"], w, opts)
@@ -237,9 +303,13 @@ def edge_index(i: int, j: int) -> int:
     """Index in `Cell._ops` (and row of α) of the edge from node j to node i + 2."""
     return 2 * i + i * (i - 1) // 2 + j
 
-# %% ../book/14_performance.md #be0a49c2
+# %% ../book/14_performance.md #82ef5ce3
 def _cell_channels(cell) -> int:
     return cell.preprocess1.op[1].out_channels  # C of the cell's nodes
+
+
+def _channels_last_grad(grad: torch.Tensor) -> torch.Tensor:
+    return grad.contiguous(memory_format=torch.channels_last)
 
 
 def fast_cell_forward(cell, s0, s1, weights):
@@ -251,9 +321,16 @@ def fast_cell_forward(cell, s0, s1, weights):
     opts = active_optimizations()
     nodes_hw = min(s1.shape[-2:]) // (2 if cell.reduction else 1)
     big = _cell_channels(cell) >= 8 and nodes_hw >= 8  # see below
-    if opts.channels_last and big and s1.device.type == "cpu":
+    nhwc = opts.channels_last and big and s1.device.type == "cpu"
+    if nhwc:
         s0, s1 = (s.contiguous(memory_format=torch.channels_last) for s in (s0, s1))
-    states = [cell.preprocess0(s0), cell.preprocess1(s1)]  # [B, C, H, W] each
+
+    def node(x):  # its gradient in channels-last once, for every op that reads it
+        if nhwc and opts.dense_grads and x.requires_grad:
+            x.register_hook(_channels_last_grad)
+        return x
+
+    states = [node(cell.preprocess0(s0)), node(cell.preprocess1(s1))]  # [B, C, H, W]
     terms = [[] for _ in range(cell._steps)]  # terms of node i + 2
     for j in range(cell._steps + 1):
         targets = range(max(0, j - 1), cell._steps)  # nodes i + 2 > j
@@ -264,5 +341,5 @@ def fast_cell_forward(cell, s0, s1, weights):
             terms[i].extend(t)
         if j >= 1:  # node j + 1 has all its inputs now
             # $x_{j+1} = \sum_{i \le j} \sum_o w^{(i,j+1)}_o \, o(x_i)$
-            states.append(sum(terms[j - 1][1:], terms[j - 1][0]))
+            states.append(node(sum(terms[j - 1][1:], terms[j - 1][0])))
     return torch.cat(states[-cell._multiplier:], dim=1)  # [B, multiplier*C, H, W]
