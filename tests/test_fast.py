@@ -11,10 +11,22 @@ import torch
 from torch.func import functional_call
 
 from darts_lit.architect import arch_gradient
-from darts_lit.fast import Optimizations, edge_index, optimizations, weighted_bn
+from darts_lit.fast import (
+    Optimizations,
+    edge_index,
+    optimizations,
+    pointwise_bn,
+    weighted_bn,
+)
 from darts_lit.mixed_op import MixedOp
 from darts_lit.model_search import Cell, Network, num_edges
-from darts_lit.timing import build_setup, measure_steps, passes_quotient, peak_memory
+from darts_lit.timing import (
+    build_setup,
+    measure_steps,
+    passes_quotient,
+    peak_memory,
+    search_step,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SWITCHES = list(Optimizations.__dataclass_fields__)
@@ -288,3 +300,61 @@ def test_small_channels_at_large_sizes_do_not_crash():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=300, cwd=ROOT)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-500:]
+
+
+def test_recomputed_products_lower_the_peak_of_a_step():
+    """C=8, 16×16: channels-last cells, where `recompute_1x1` keeps a pointwise
+    convolution's input instead of its product too."""
+    s = build_setup("fast", 8, 3, 4, 16, "cpu")
+
+    def step():
+        search_step(s.model, s.architect, s.w_optimizer, s.batch, False, 0.025)
+
+    with optimizations(recompute_1x1=False):
+        kept = peak_memory(step, "cpu")
+    recomputed = peak_memory(step, "cpu")
+    assert recomputed < 0.85 * kept
+
+
+def test_products_are_recomputed_only_where_the_weights_need_gradients():
+    conv = torch.nn.Conv2d(8, 8, 1, bias=False)
+    bn = torch.nn.BatchNorm2d(8, affine=False)
+    x = torch.randn(2, 8, 4, 4, requires_grad=True).contiguous(
+        memory_format=torch.channels_last)
+    assert type(pointwise_bn(conv, bn, x).grad_fn).__name__ == "PointwiseBNBackward"
+    conv.weight.requires_grad_(False)  # as in an α pass: no ∂L/∂W wanted
+    assert type(pointwise_bn(conv, bn, x).grad_fn).__name__ != "PointwiseBNBackward"
+    conv.weight.requires_grad_(True)
+    with optimizations(recompute_1x1=False):
+        assert type(pointwise_bn(conv, bn, x).grad_fn).__name__ != "PointwiseBNBackward"
+    bn.eval()  # running statistics normalise: the module's own path
+    assert type(pointwise_bn(conv, bn, x).grad_fn).__name__ != "PointwiseBNBackward"
+
+
+def test_every_nhwc_batchnorm_backward_gets_an_nhwc_gradient():
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    nhwc = torch.channels_last
+
+    class Layouts(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.dense = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if (func is torch.ops.aten.native_batch_norm_backward.default
+                    and args[1].is_contiguous(memory_format=nhwc)):
+                self.dense.append(args[0].is_contiguous(memory_format=nhwc))
+            return func(*args, **(kwargs or {}))
+
+    def layouts(dense_grads):
+        torch.manual_seed(0)
+        net = Network(8, 10, 3)
+        x, y = torch.randn(2, 3, 32, 32), torch.randint(10, (2,))
+        with optimizations(dense_grads=dense_grads), Layouts() as mode:
+            net.loss(x, y).backward()
+        return mode.dense
+
+    on, off = layouts(True), layouts(False)
+    assert len(on) == len(off) > 100
+    assert all(on) and sum(off) < 0.8 * len(off)
