@@ -7,7 +7,7 @@ __all__ = ['POOLS', 'native_stderr_silenced', 'Optimizations', 'active_optimizat
            'strided_pointwise', 'factorized_reduce_of_relu', 'op_kind', 'conv_of_relu',
            'edge_terms', 'edge_index', 'fast_cell_forward']
 
-# %% ../book/14_performance.md #df756d97
+# %% ../book/14_performance.md #6a9897f1
 import contextlib
 import contextvars
 import os
@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .ops import DilConv, FactorizedReduce, Identity, SepConv, Zero
+from .ops import strided_pointwise as ops_strided_pointwise
 
 # %% ../book/14_performance.md #a99560a5
 @contextlib.contextmanager
@@ -201,7 +202,7 @@ def undilated_conv(conv: nn.Conv2d, x: torch.Tensor, opts=None,
         return _unphases(y, d)
     return conv(x)
 
-# %% ../book/14_performance.md #f6e1dd3c
+# %% ../book/14_performance.md #959f6657
 def sep_conv_of_relu(op: SepConv, r, w, opts=None):
     """w · op(x) from r = ReLU(x): the op's own first ReLU is skipped."""
     opts = opts or active_optimizations()
@@ -218,18 +219,15 @@ def dil_conv_of_relu(op: DilConv, r, w, opts=None, phases=None):
 
 
 def strided_pointwise(conv: nn.Conv2d, x: torch.Tensor, opts=None) -> torch.Tensor:
-    """conv(x) for a 1×1 convolution with a stride: the pointwise product of every
-    stride-th pixel. (torch 2.14's oneDNN crashes in the backward of a strided 1×1
-    convolution of NHWC tensors with few channels, e.g. 4 channels at 56×56.)"""
+    """conv(x) for a 1×1 convolution with a stride: `ops.strided_pointwise` (the
+    pointwise product of every stride-th pixel), as a matrix product if NHWC."""
     opts = opts or active_optimizations()
-    (s, s2), sub = conv.stride, x
-    if (s, s2) != (1, 1):
-        sub = x[:, :, ::s, ::s2]
-        if x.is_contiguous(memory_format=torch.channels_last):
-            sub = sub.contiguous(memory_format=torch.channels_last)
-    if opts.matmul_1x1 and sub.is_contiguous(memory_format=torch.channels_last):
-        return pointwise(conv, sub, opts)  # a matrix product: no oneDNN convolution
-    return F.conv2d(sub, conv.weight, conv.bias)
+    nhwc = x.stride(1) == 1 and x.shape[1] > 1  # channels innermost, views included
+    if not (opts.matmul_1x1 and nhwc):
+        return ops_strided_pointwise(conv, x)
+    s, s2 = conv.stride
+    sub = x[:, :, ::s, ::s2].contiguous(memory_format=torch.channels_last)
+    return pointwise(conv, sub, opts)  # a matrix product: no oneDNN convolution
 
 
 def factorized_reduce_of_relu(op: FactorizedReduce, r, r_shifted, w, opts=None):
