@@ -12,7 +12,7 @@ fixed validation batches (chapter *When the search collapses*):
 
 - darts: vanilla first-order DARTS;
 - darts_es: DARTS-ES, stopped when the smoothed λ_max grows (R-DARTS, T = 0.75,
-  window and lag 5: it cannot fire before epoch 12);
+  window and lag 5: it cannot fire before the end of epoch 10);
 - darts_plus: DARTS+, stopped at 2 skip connections or a stable ranking (10 epochs);
 - pdarts_cap: P-DARTS's cap of 2 skip connections at derivation;
 - sdarts: SDARTS-RS, weight steps on softmax(α) + U[-ε, ε], ε rising to 0.3;

@@ -333,3 +333,12 @@ def test_bad_collapse_settings_name_the_option(bad, words):
     with pytest.raises(ConfigError) as e:
         search(TINY, **bad)
     assert str(e.value).startswith(words), str(e.value)
+
+
+def test_darts_es_can_fire_first_after_the_tenth_epoch():
+    """Window 5 and lag 5: the newest centred mean is of epoch n − 2, the one it is
+    compared with of epoch n − 7, whose window starts at epoch n − 9 ≥ 1."""
+    lams = [2.0 ** n for n in range(20)]
+    fired = [darts_es_stop(lams[:n]) for n in range(1, 21)]
+    assert fired[:9] == [None] * 9
+    assert fired[9] == 3  # after 10 epochs: returns the architecture of epoch 3
