@@ -97,22 +97,21 @@ def weighted_bn(bn: nn.BatchNorm2d, x: torch.Tensor, w: torch.Tensor) -> torch.T
 def _scaled_bn(bn, x, w, opts):
     return weighted_bn(bn, x, w) if opts.fuse_weights else w * bn(x)
 
-# %% ../book/14_performance.md #38581743
+# %% ../book/14_performance.md #9ccbcf68
+def _linear_nhwc(x: torch.Tensor, w: torch.Tensor, bias=None) -> torch.Tensor:
+    """x Wᵀ per pixel of a channels-last [B, C_in, H, W]: [B, C_out, H, W], NHWC."""
+    # $y_{bhw} = W x_{bhw}$: [B, H, W, C_in] @ [C_in, C_out]ᵀ, no copy either way
+    return F.linear(x.permute(0, 2, 3, 1), w, bias).permute(0, 3, 1, 2)
+
+
 def pointwise(conv: nn.Conv2d, x: torch.Tensor, opts=None) -> torch.Tensor:
     """conv(x) for a 1×1 convolution, as a matrix product over pixels if NHWC."""
     opts = opts or active_optimizations()
     if not (opts.matmul_1x1 and x.is_contiguous(memory_format=torch.channels_last)):
         return conv(x)
-    # $y_{bhw} = W x_{bhw}$: [B, H, W, C_in] @ [C_in, C_out]ᵀ, no copy either way
-    w = conv.weight.flatten(1)  # [C_out, C_in]
-    return F.linear(x.permute(0, 2, 3, 1), w, conv.bias).permute(0, 3, 1, 2)
+    return _linear_nhwc(x, conv.weight.flatten(1), conv.bias)  # W: [C_out, C_in]
 
-# %% ../book/14_performance.md #4e70fa61
-def _linear_nhwc(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """x Wᵀ per pixel of a channels-last [B, C_in, H, W]: [B, C_out, H, W], NHWC."""
-    return F.linear(x.permute(0, 2, 3, 1), w).permute(0, 3, 1, 2)
-
-
+# %% ../book/14_performance.md #52769bfe
 class PointwiseBN(torch.autograd.Function):
     """γ · BN(W x) with batch statistics; keeps x, not W x, for the backward pass."""
 
@@ -160,7 +159,7 @@ def pointwise_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d, x: torch.Tensor, w=None,
                              bn.running_mean if track else None,
                              bn.running_var if track else None, momentum, bn.eps)
 
-# %% ../book/14_performance.md #5314a9bd
+# %% ../book/14_performance.md #ef263fca
 def _phases(x: torch.Tensor, d: int) -> torch.Tensor:
     """[B, C, H, W] → [B·d², C, H/d, W/d]: phase (a, b) of image n at n·d² + a·d + b."""
     B, C, H, W = x.shape
@@ -195,10 +194,10 @@ def undilated_conv(conv: nn.Conv2d, x: torch.Tensor, opts=None,
     phases_ok = (H % d == 0 and W % d == 0 and min(H, W) // d >= 8  # see below
                  and x.is_contiguous(memory_format=torch.channels_last))
     if usable and s == 1 and phases_ok and needs_weight_grad:
-        xp = phases[d] if phases is not None and d in phases else _phases(x, d)
-        if phases is not None:
-            phases[d] = xp
-        y = F.conv2d(xp, conv.weight, conv.bias, 1, p // d, 1, conv.groups)
+        phases = {} if phases is None else phases
+        if d not in phases:
+            phases[d] = _phases(x, d)
+        y = F.conv2d(phases[d], conv.weight, conv.bias, 1, p // d, 1, conv.groups)
         return _unphases(y, d)
     return conv(x)
 
