@@ -5,7 +5,7 @@ __all__ = ['fbnet_search_epoch', 'FBNetSearchConfig', 'fbnet_objective',
            'fbnet_search_data', 'fbnet_search_latency', 'fbnet_search_epoch_row',
            'save_fbnet_architectures', 'fbnet_search', 'train_and_evaluate']
 
-# %% ../book/13_fbnet_search.md #1b6ddfd8
+# %% ../book/13_fbnet_search.md #01ffabfe
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -13,6 +13,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from darts_lit.config import (
+    RunConfig,
+    check_image_data,
+    config_error,
+    option,
+    same_as,
+    validate,
+)
 from darts_lit.fbnet import (
     FBNetSpace,
     FBNetSupernet,
@@ -46,10 +54,9 @@ from darts_lit.utils import (
 )
 
 from . import runs
-from .config import RunConfig, check_image_data, config_error, option, validate
 from .data import DATASETS, get_dataset, search_loaders
 from .latency_table import auto_clock
-from .search import seed_loaders, single_level_loader
+from .search import SearchConfig, seed_loaders, single_level_loader
 
 # %% ../book/13_fbnet_search.md #6a5007db
 def fbnet_search_epoch(model: FBNetSupernet, loader, optimizer, *, tau: float,
@@ -87,7 +94,7 @@ def fbnet_search_epoch(model: FBNetSupernet, loader, optimizer, *, tau: float,
         n += len(y)
     return {"ce": ce_sum / n, "acc": acc_sum / n, "lat": lat_sum / n}
 
-# %% ../book/13_fbnet_search.md #00787e3f
+# %% ../book/13_fbnet_search.md #26002b92
 @dataclass
 class FBNetSearchConfig(RunConfig):
     """Settings of an FBNet search; the paper's values where it gives them."""
@@ -96,9 +103,7 @@ class FBNetSearchConfig(RunConfig):
                           "digits; 'folder': DIR/train/<class>/<image>; 'imagenet100': "
                           "classes of an ImageNet folder (FBNet's search data)",
                           choices=DATASETS, group="data")
-    data_dir: str | None = option(None, "folder holding the data set (default: "
-                                  "$DARTS_DATA, else ~/.cache/darts_lit)",
-                                  metavar="DIR", group="data")
+    data_dir: str | None = same_as(SearchConfig, "data_dir")
     image_size: int | None = option(None, "side of the square images of --dataset "
                                     "folder or imagenet100 (default: their median "
                                     "shorter side; 224 for imagenet100)",

@@ -5,7 +5,7 @@ __all__ = ['TrainFBNetConfig', 'fbnet_architecture', 'build_fbnet', 'fbnet_loade
            'resume_fbnet', 'train_fbnet', 'load_fbnet_checkpoint',
            'evaluate_fbnet_checkpoint']
 
-# %% ../book/13_fbnet_train.md #89cda66b
+# %% ../book/13_fbnet_train.md #596aa8de
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -14,6 +14,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from darts_lit.config import (
+    RunConfig,
+    check_image_data,
+    config_error,
+    option,
+    same_as,
+    validate,
+)
 from darts_lit.fbnet_models import (
     FBNET_ARCHS,
     fbnet_reference,
@@ -21,15 +29,21 @@ from darts_lit.fbnet_models import (
     space_from_dict,
     space_to_dict,
 )
+from darts_lit.train import (
+    TrainConfig,
+    evaluate,
+    make_optimizer,
+    memory_format,
+    train_epoch,
+)
 
 from . import runs, utils
-from .config import RunConfig, check_image_data, config_error, option, validate
 from .data import DATASETS, get_dataset
 from .fbnet import fbnet_network
+from .fbnet_search import FBNetSearchConfig
 from .ops import count_parameters
-from .train import evaluate, make_optimizer, memory_format, train_epoch
 
-# %% ../book/13_fbnet_train.md #4ac372ae
+# %% ../book/13_fbnet_train.md #6cb61204
 @dataclass
 class TrainFBNetConfig(RunConfig):
     """Settings of training a network of FBNet's space from scratch."""
@@ -40,16 +54,9 @@ class TrainFBNetConfig(RunConfig):
     dataset: str = option("auto", "'auto': CIFAR-10 if found, else scikit-learn's 8x8 "
                           "digits; 'imagenet100': classes of an ImageNet folder",
                           choices=DATASETS, group="data")
-    data_dir: str | None = option(None, "folder holding the data set (default: "
-                                  "$DARTS_DATA, else ~/.cache/darts_lit)",
-                                  metavar="DIR", group="data")
-    image_size: int | None = option(None, "side of the square images of --dataset "
-                                    "folder or imagenet100 (default: their median "
-                                    "shorter side; 224 for imagenet100)",
-                                    ge=4, le=4096, group="data", metavar="PIXELS")
-    classes: str | None = option(None, "the classes of --dataset imagenet100: the "
-                                 "first N class folders, or a file listing them "
-                                 "(default: 100)", metavar="N|FILE", group="data")
+    data_dir: str | None = same_as(FBNetSearchConfig, "data_dir")
+    image_size: int | None = same_as(FBNetSearchConfig, "image_size")
+    classes: str | None = same_as(FBNetSearchConfig, "classes")
     batch_size: int = option(128, "batch size", ge=1, group="data")
     augment: bool = option(True, "random crops and flips of the training images",
                            group="data")
@@ -69,15 +76,9 @@ class TrainFBNetConfig(RunConfig):
     grad_clip: float = option(5.0, "gradient norm clipping", gt=0, group="weights")
     label_smoothing: float = option(0.1, "label smoothing", ge=0, lt=1,
                                     group="weights")
-    channels_last: bool = option(True, "NHWC memory for the network: the same "
-                                 "numbers, faster convolutions on a CPU",
-                                 group="network")
-    amp: bool = option(False, "mixed precision: forward passes under bfloat16 "
-                       "autocast; weights and optimizer stay float32", group="weights")
-    compile: str = option("off", "torch.compile the training step: 'default' "
-                          "(Inductor), 'reduce-overhead' (also CUDA graphs on a GPU), "
-                          "'max-autotune', 'aot_eager' (traced only, a quick check)",
-                          choices=utils.COMPILE_MODES, group="network", metavar="MODE")
+    channels_last: bool = same_as(TrainConfig, "channels_last")
+    amp: bool = same_as(TrainConfig, "amp")
+    compile: str = same_as(TrainConfig, "compile")
 
     def check(self) -> None:
         """The architecture is a known name or an existing file (then the run's

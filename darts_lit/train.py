@@ -6,7 +6,7 @@ __all__ = ['TrainConfig', 'build_model', 'make_optimizer', 'drop_path_prob_at',
            'save_run', 'start_or_resume', 'train', 'read_train_checkpoint',
            'evaluate_checkpoint']
 
-# %% ../book/10_train.md #430475e2
+# %% ../book/10_train.md #65706b01
 import itertools
 import time
 from dataclasses import dataclass, replace
@@ -17,14 +17,23 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
+from darts_lit.config import (
+    RunConfig,
+    check_image_data,
+    config_error,
+    option,
+    same_as,
+    validate,
+)
+
 from . import distributed, genotypes, runs, utils
-from .config import RunConfig, check_image_data, config_error, option, validate
 from .data import DATASETS, get_dataset
 from .genotypes import Genotype, resolve_genotype
 from .model import NetworkCIFAR, NetworkImageNet
 from .ops import count_parameters
+from .search import SearchConfig
 
-# %% ../book/10_train.md #222e8807
+# %% ../book/10_train.md #1b93748d
 @dataclass
 class TrainConfig(RunConfig):
     """Settings of `train`; the defaults are the paper's CIFAR-10 evaluation."""
@@ -37,12 +46,8 @@ class TrainConfig(RunConfig):
                           "digits; 'imagenet': DIR/imagenet/{train,val}/<class>/; "
                           "'folder': DIR/{train,val|test}/<class>/<image>",
                           choices=DATASETS, paper="cifar10", group="data")
-    data_dir: str | None = option(None, "folder holding the data set (default: "
-                                  "$DARTS_DATA, else ~/.cache/darts_lit)",
-                                  metavar="DIR", group="data")
-    image_size: int | None = option(None, "side of the square images of --dataset "
-                                    "folder (default: their median shorter side)",
-                                    ge=4, le=4096, group="data", metavar="PIXELS")
+    data_dir: str | None = same_as(SearchConfig, "data_dir")
+    image_size: int | None = same_as(SearchConfig, "image_size")
     batch_size: int = option(96, "batch size", ge=1, paper=True, group="data")
     cutout: bool = option(True, "Cutout augmentation (paper: on)", group="data")
     cutout_length: int = option(16, "side of the Cutout square", ge=1, paper=True,
