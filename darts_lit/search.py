@@ -24,7 +24,7 @@ from .data import get_dataset, search_loaders
 from .genotypes import genotype_to_dict
 from .model_search import Network
 
-# %% ../book/08_search.md #4958ba11
+# %% ../book/08_search.md #acd42490
 def check_hvp(config) -> None:
     """`hvp='exact'` needs the second-order step: the rule of every DARTS search."""
     if config.hvp == "exact" and not config.unrolled:
@@ -108,6 +108,11 @@ class SearchConfig(RunConfig):
                              "or a stable ranking of α)",
                              choices=("none", "darts_es", "darts_plus"),
                              group="collapse", metavar="RULE")
+    early_stop_min_epochs: int = option(0, "--early-stop may end the search after N "
+                                        "epochs at the earliest (near-uniform α "
+                                        "derives skip connections by chance); 0: "
+                                        "from the first, as the papers", ge=0,
+                                        group="collapse", metavar="N")
     max_skips: int | None = option(None, "P-DARTS: at most this many skip connections "
                                    "in the derived normal cell (paper: 2; None: no "
                                    "cap)", ge=0, group="collapse", metavar="M")
@@ -138,6 +143,15 @@ class SearchConfig(RunConfig):
         if self.early_stop == "darts_es" and not self.hessian_batches:
             raise config_error(self, "early_stop", "'darts_es' watches λ_max: give "
                                f"{option_name(type(self), 'hessian_batches')} ≥ 1")
+        if self.early_stop_min_epochs and self.early_stop == "none":
+            raise config_error(self, "early_stop_min_epochs", "delays an early-"
+                               "stopping rule: give "
+                               f"{option_name(type(self), 'early_stop')} darts_es or "
+                               "darts_plus")
+        if self.early_stop_min_epochs >= self.epochs:
+            raise config_error(self, "early_stop_min_epochs", "must be below the "
+                               f"{self.epochs} epochs, or the rule could never stop "
+                               f"the search; got {self.early_stop_min_epochs}")
         if self.sdarts_attack_steps and not self.sdarts_epsilon:
             raise config_error(self, "sdarts_attack_steps", "needs the radius of the "
                                f"box: give {option_name(type(self), 'sdarts_epsilon')}"
@@ -435,10 +449,13 @@ def resume_search(out_dir, parts: SearchParts, config) -> tuple[int, list]:
     utils.restore_training_state(state, parts.model, optimizers, parts.scheduler)
     return state["epoch"], state["history"]
 
-# %% ../book/08_search.md #c7d6e8d0
+# %% ../book/08_search.md #4cfd9f3e
 def early_stop_epoch(history: list, config) -> int | None:
     """The epoch whose genotype is the result if `config.early_stop`'s rule fires
-    after the last record of `history`, else None."""
+    after the last record of `history`, else None (always before
+    `config.early_stop_min_epochs` epochs)."""
+    if len(history) < config.early_stop_min_epochs:
+        return None
     if config.early_stop == "darts_es":
         return collapse.darts_es_stop([r["lambda_max"] for r in history])
     if config.early_stop == "darts_plus":
