@@ -4,13 +4,13 @@
 __all__ = ['IMPLS', 'check_impl', 'Cell', 'num_edges', 'stack_cells', 'supernet_logits',
            'Network', 'derivation_weights', 'derive_cell']
 
-# %% ../book/05_model_search.md #168480f1
+# %% ../book/05_model_search.md #e6840c4c
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-# the fast cell of a later chapter (darts_lit.fast imports nothing from this module)
-from .fast import fast_cell_forward
+# the fast cell of a later chapter (darts_lit.fast_cell imports nothing from here)
+from .fast_cell import fast_cell_forward
 from .genotypes import Genotype
 from .mixed_op import MixedOp
 from .ops import PRIMITIVES, FactorizedReduce, ReLUConvBN

@@ -4,14 +4,15 @@
 __all__ = ['channel_shuffle', 'PCMixedOp', 'edge_weights', 'PCCell',
            'pc_fast_cell_forward', 'PCNetwork']
 
-# %% ../book/14_pc_darts.md #6a4df0aa
+# %% ../book/14_pc_darts.md #93a623fb
 import functools
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .fast import active_optimizations, edge_index, edge_terms
+from .fast import active_optimizations
+from .fast_cell import edge_index, edge_terms
 from .genotypes import Genotype
 from .mixed_op import MixedOp
 from .model_search import Cell, Network, derive_cell, num_edges

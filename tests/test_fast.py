@@ -1,4 +1,5 @@
-"""The fast search cell (darts_lit.fast) against the plain one (eq. 1 as written)."""
+"""The fast search cell (darts_lit.fast_cell, built from darts_lit.fast) against the
+plain one (eq. 1 as written)."""
 
 import copy
 import re
@@ -11,13 +12,8 @@ import torch
 from torch.func import functional_call
 
 from darts_lit.architect import arch_gradient
-from darts_lit.fast import (
-    Optimizations,
-    edge_index,
-    optimizations,
-    pointwise_bn,
-    weighted_bn,
-)
+from darts_lit.fast import Optimizations, optimizations, pointwise_bn, weighted_bn
+from darts_lit.fast_cell import edge_index
 from darts_lit.mixed_op import MixedOp
 from darts_lit.model_search import Cell, Network, num_edges
 from darts_lit.timing import (
