@@ -174,7 +174,7 @@ class SearchConfig(RunConfig):
                                f"{self.multiplier}")
         super().check()  # the device
 
-# %% ../book/08_search.md #6b4c535a
+# %% ../book/08_search.md #561e8809
 @dataclass
 class SearchParts:
     """The objects of a running search."""
@@ -251,11 +251,9 @@ def build_search(config: SearchConfig, arch_objective=None) -> SearchParts:
                           arch_objective=arch_objective,
                           grad_reduce=distributed.all_reduce_mean)
     net = distributed.data_parallel(model, device, ignore=model.arch_parameters())
-    hessian = None  # the fixed batches of λ_max (chapter 08_collapse)
-    if config.hessian_batches:
-        if distributed.is_distributed():
-            raise config_error(config, "hessian_batches", "runs on one process; "
-                               "start the search without torchrun")
+    hessian = None  # the fixed batches of λ_max (chapter 08_collapse), on rank 0
+    if config.hessian_batches and distributed.is_main():
+        # a shard's loader still holds the whole split: the batches of one process
         hessian = collapse.fixed_batches(valid_loader or train_loader,
                                          config.hessian_batches, config.seed)
     return SearchParts(model, w_optimizer, scheduler, architect, train_loader,
@@ -391,7 +389,7 @@ def evaluate_supernet(model, loader, device, max_steps=None,
         return tuple(distributed.reduce_meters({"loss": loss_m, "acc": acc_m}).values())
     return loss_m.avg, acc_m.avg
 
-# %% ../book/08_search.md #72b75c49
+# %% ../book/08_search.md #6d8ec033
 def alpha_weights(model) -> dict:
     """softmax(α) of each cell type as nested lists (JSON-ready)."""
     return {"normal": model.alphas_normal.detach().softmax(-1).cpu().tolist(),
@@ -419,6 +417,10 @@ def epoch_record(parts: SearchParts, config, epoch, lr, stats, seconds) -> dict:
                                                   config.max_steps_per_epoch,
                                                   sharded=True)
     model = parts.model
+    diagnostics = collapse.epoch_diagnostics(model, parts.hessian_batches, config.seed)
+    if config.hessian_batches:  # measured by rank 0 alone, recorded by every rank
+        diagnostics["lambda_max"] = distributed.broadcast_object(
+            diagnostics["lambda_max"])
     genotype = (model.genotype() if config.max_skips is None
                 else collapse.capped_genotype(model, config.max_skips))  # P-DARTS's cap
     return {"epoch": epoch + 1, "lr": lr, **stats, "valid_loss": valid_loss,
@@ -426,7 +428,7 @@ def epoch_record(parts: SearchParts, config, epoch, lr, stats, seconds) -> dict:
             "genotype": genotype_to_dict(genotype), "primitives": model.primitives,
             "alphas": alpha_weights(model),
             **({"betas": b} if (b := beta_weights(model)) else {}),
-            **collapse.epoch_diagnostics(model, parts.hessian_batches, config.seed)}
+            **diagnostics}
 
 # %% ../book/08_search.md #1bd9f974
 def save_search(out_dir, parts: SearchParts, config, epoch: int, history) -> None:

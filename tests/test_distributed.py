@@ -85,7 +85,7 @@ def _search_scenario(out: Path) -> dict:
     def keep(record, parts):
         final[len(final)] = _state(parts.model)
 
-    cfg = SearchConfig(epochs=2, unrolled=True, **SEARCH)
+    cfg = SearchConfig(epochs=2, unrolled=True, hessian_batches=2, **SEARCH)
     history = search(cfg, out_dir=str(out / "straight"), on_epoch_end=keep)
     straight = final.pop(1)
     search(cfg, out_dir=str(out / "resumed"), stop_after_epoch=1)
@@ -199,6 +199,28 @@ def test_two_process_search_identical_alpha_and_rank0_writes(search_runs):
     assert {"checkpoint.pt", "history.json", "genotype.json"} <= set(r0["writes"])
     assert {p.name for p in (out / "straight").iterdir()} == {  # ... rank 0 this
         "checkpoint.pt", "history.json", "genotype.json"}
+
+
+def test_two_process_search_records_the_single_process_lambda_max(search_runs):
+    """λ_max under torchrun: rank 0 measures it on the batches one process would keep
+    (the whole validation split) and every rank records it. Recomputed here, in one
+    process, from the final weights and α of the two-process search."""
+    from darts_lit.collapse import fixed_batches, hessian_eigenvalue
+    from darts_lit.data import get_dataset, search_loaders
+    from darts_lit.search import SearchConfig, build_search
+
+    _, (r0, r1) = search_runs
+    lams = [h["lambda_max"] for h in r0["history"]]
+    assert lams == [h["lambda_max"] for h in r1["history"]]
+    assert all(isinstance(lam, float) and lam > 0 for lam in lams)
+    torch.set_num_threads(1)  # as the processes ran
+    model = build_search(SearchConfig(**SEARCH)).model
+    model.load_state_dict(r0["straight"])
+    data, _ = get_dataset("digits", train=True, verbose=False)
+    valid = search_loaders(data, SEARCH["batch_size"], 0.5, SEARCH["seed"])[1]
+    batches = fixed_batches(valid, 2, SEARCH["seed"])
+    lam = hessian_eigenvalue(model, batches, seed=SEARCH["seed"])
+    assert lam == pytest.approx(lams[-1], rel=1e-5)
 
 
 def test_two_process_search_resumes_bit_exactly(search_runs):
