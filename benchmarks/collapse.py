@@ -3,6 +3,7 @@
     python benchmarks/collapse.py                          # S2 on the 8x8 digits
     python benchmarks/collapse.py --space s3 --seeds 1 2 3 4
     python benchmarks/collapse.py --dataset cifar10 --methods darts sdarts
+    python benchmarks/collapse.py --methods l2 --add-to benchmarks/results/FILE.json
 
 For every seed, one search per method in a space where DARTS tends to collapse
 (R-DARTS's S2 by default: skip connection or 3x3 separable convolution on each edge),
@@ -14,6 +15,8 @@ fixed validation batches (chapter *When the search collapses*):
 - darts_es: DARTS-ES, stopped when the smoothed λ_max grows (R-DARTS, T = 0.75,
   window and lag 5: it cannot fire before the end of epoch 10);
 - darts_plus: DARTS+, stopped at 2 skip connections or a stable ranking (10 epochs);
+- darts_plus_min8: DARTS+ allowed to stop after 8 epochs at the earliest
+  (--early-stop-min-epochs 8; the papers' rule may stop after the first);
 - pdarts_cap: P-DARTS's cap of 2 skip connections at derivation;
 - sdarts: SDARTS-RS, weight steps on softmax(α) + U[-ε, ε], ε rising to 0.3;
 - sdarts_adv: SDARTS-ADV, weight steps on softmax(α) + the δ in that box found by 7
@@ -29,20 +32,28 @@ and last epoch, and the test accuracy; then per method the
 means (and the accuracy's standard deviation) over seeds. The last line is exactly
 `<method>_acc=<mean> ... <method>_skips=<mean> ... <method>_free=<mean> ...
 <method>_lam=<mean last λ_max> ...`
-for the methods run, in the order of --methods.
+for the methods run, in the order of --methods (the means are
+`darts_lit.collapse_figures.remedy_summary`'s). --add-to adds the methods run to a file
+written by --json before, refusing (before it searches) one with other settings or with
+one of these methods already in it.
 """
 
 import argparse
-import statistics
+import json
+from pathlib import Path
 
 import torch
 from search_variants import check_run_args, run_all, run_parser, train_cell
 
 from darts_lit.collapse import PARAMETER_FREE, SPACES
+from darts_lit.collapse_figures import merge_results, remedy_summary
 from darts_lit.search import SearchConfig, search, search_result
+from darts_lit.utils import save_json
 
 METHODS = {"darts": {}, "darts_es": {"early_stop": "darts_es"},
-           "darts_plus": {"early_stop": "darts_plus"}, "pdarts_cap": {"max_skips": 2},
+           "darts_plus": {"early_stop": "darts_plus"},
+           "darts_plus_min8": {"early_stop": "darts_plus", "early_stop_min_epochs": 8},
+           "pdarts_cap": {"max_skips": 2},
            "sdarts": {"sdarts_epsilon": 0.3},
            "sdarts_adv": {"sdarts_epsilon": 0.3, "sdarts_attack_steps": 7},
            "l2": {"weight_decay": 27e-4}}
@@ -56,11 +67,32 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--json", metavar="FILE", default=None,
                    help="also write every result (λ_max, skips and parameter-free ops "
                    "per epoch, cells, accuracies) and the settings to FILE")
+    p.add_argument("--add-to", metavar="FILE", default=None,
+                   help="add this run's methods to the results in FILE (written by "
+                   "--json), which must have the same settings and not these methods")
     args = p.parse_args(argv)
     check_run_args(p, args)
     if args.hessian_batches < 1:
         p.error("--hessian-batches must be ≥ 1")
+    if args.add_to:  # refuse now, not after hours of searching
+        try:
+            merge_results(read_results(p, args.add_to), empty_results(args))
+        except ValueError as e:
+            p.error(f"--add-to {args.add_to}: {e}")
     return args
+
+
+def read_results(p: argparse.ArgumentParser, path: str) -> dict:
+    """The results stored in `path`, or a parser error naming the file."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        p.error(f"--add-to {path}: cannot read it ({e})")
+
+
+def empty_results(args) -> dict:
+    """This run's settings with no results yet (what --json would write)."""
+    return {"settings": vars(args), "results": {m: [] for m in args.methods}}
 
 
 def run(method: str, seed: int, args) -> dict:
@@ -98,24 +130,20 @@ def main(argv=None) -> None:
         + f", skips {r['skips']}, parameter-free {r['free']}, "
         f"λ_max {r['lam'][0]:.4f} -> {r['lam'][-1]:.4f}, "
         f"test acc {r['acc']:5.1f}%  {' '.join(r['normal'])}"))
+    run_results = {"settings": vars(args), "results": results}
     if args.json:
-        from darts_lit.utils import save_json
-
-        save_json({"settings": vars(args), "results": results}, args.json)
-    means = {}
-    for m, rows in results.items():
-        accs = [r["acc"] for r in rows]
-        sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
-        means[m] = (statistics.mean(accs), statistics.mean(r["skips"] for r in rows),
-                    statistics.mean(r["lam"][-1] for r in rows),
-                    statistics.mean(r["free"] for r in rows))
-        print(f"{m:10s} mean: skips {means[m][1]:.2f}, parameter-free "
-              f"{means[m][3]:.2f}, last λ_max {means[m][2]:.4f}, "
-              f"test acc {means[m][0]:5.1f} ± {sd:4.1f}%")
-    print(" ".join(f"{m}_acc={means[m][0]:.2f}" for m in args.methods) + " "
-          + " ".join(f"{m}_skips={means[m][1]:.2f}" for m in args.methods) + " "
-          + " ".join(f"{m}_free={means[m][3]:.2f}" for m in args.methods) + " "
-          + " ".join(f"{m}_lam={means[m][2]:.4f}" for m in args.methods))
+        save_json(run_results, args.json)
+    if args.add_to:
+        stored = json.loads(Path(args.add_to).read_text(encoding="utf-8"))
+        save_json(merge_results(stored, run_results), args.add_to)
+    means = remedy_summary(results)
+    for m, s in means.items():
+        print(f"{m:10s} mean: skips {s['skips']:.2f}, parameter-free {s['free']:.2f}, "
+              f"last λ_max {s['lam1']:.4f}, test acc {s['acc']:5.1f} ± {s['sd']:4.1f}%")
+    print(" ".join(f"{m}_acc={means[m]['acc']:.2f}" for m in args.methods) + " "
+          + " ".join(f"{m}_skips={means[m]['skips']:.2f}" for m in args.methods) + " "
+          + " ".join(f"{m}_free={means[m]['free']:.2f}" for m in args.methods) + " "
+          + " ".join(f"{m}_lam={means[m]['lam1']:.4f}" for m in args.methods))
 
 
 if __name__ == "__main__":

@@ -5,11 +5,9 @@ __all__ = ['SPACES', 'PARAMETER_FREE', 'cell_stats', 'edge_entropy', 'alpha_hvp'
            'lanczos_max', 'hessian_eigenvalue', 'fixed_batches', 'cap_skips',
            'capped_genotype', 'darts_es_stop', 'op_ranking', 'darts_plus_stop',
            'sdarts_radius', 'random_smoothing', 'adversarial_smoothing',
-           'epoch_diagnostics', 'plot_collapse']
+           'epoch_diagnostics']
 
-# %% ../book/08_collapse.md #70886fa4
-import math
-
+# %% ../book/08_collapse.md #01e10981
 import torch
 from torch.nn import functional as F
 
@@ -232,38 +230,3 @@ def epoch_diagnostics(model, batches=None, seed: int = 0) -> dict:
             "entropy": {part: edge_entropy(getattr(model, f"alphas_{part}")).tolist()
                         for part in ("normal", "reduce")},
             "lambda_max": lam}
-
-# %% ../book/08_collapse.md #a3037c92
-def plot_collapse(history, axes=None):
-    """Skips, λ_max and mean edge entropy of a search history, against epoch."""
-    import matplotlib.pyplot as plt
-
-    if axes is None:
-        _, axes = plt.subplots(1, 3, figsize=(11, 3.2))
-    ep = [r["epoch"] for r in history]
-    axes[0].plot(ep, [r["skips"] for r in history], "-o", ms=3,
-                 label="skip connections")
-    axes[0].plot(ep, [r["parameter_free"] for r in history], "--s", ms=3,
-                 label="parameter-free ops")
-    axes[0].set_ylabel("derived normal cell")
-    lams = [(e, r["lambda_max"]) for e, r in zip(ep, history, strict=True)
-            if r.get("lambda_max") is not None]
-    if lams:
-        axes[1].plot(*zip(*lams, strict=True), "-o", ms=3, color="C3")
-    else:
-        axes[1].text(0.5, 0.5, "not computed\n(hessian_batches = 0)", ha="center",
-                     va="center", transform=axes[1].transAxes)
-    axes[1].set_ylabel("λ_max of ∇²_α L_valid")
-    uniform = math.log(len(history[0]["alphas"]["normal"][0]))  # log |O|
-    for k, part in enumerate(("normal", "reduce")):  # how far from uniform
-        h = [uniform - sum(r["entropy"][part]) / len(r["entropy"][part])
-             for r in history]
-        axes[2].semilogy(ep, h, "-o", ms=3, color=f"C{k}", label=f"{part} cell")
-    axes[2].set_ylabel("log |O| − mean edge entropy")
-    for ax in axes:
-        ax.set_xlabel("epoch")
-        ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    axes[2].legend(fontsize=7)
-    return axes

@@ -53,13 +53,13 @@ def plot_alpha_history(history, part: str = "normal", primitives=None, ax=None):
     ax.grid(alpha=0.3)
     return ax
 
-# %% ../book/08_search_figures.md #2d31385d
+# %% ../book/08_search_figures.md #44ee3f06
 def save_search_plots(history, out_dir, fmt: str = "png") -> list[Path]:
     """Accuracy, α-over-epochs, α heat maps, cell drawings and collapse diagnostics of
     a search, as PNGs (or as `fmt`: svg, pdf)."""
     import matplotlib.pyplot as plt
 
-    from darts_lit.collapse import plot_collapse
+    from darts_lit.collapse_figures import plot_collapse
     from darts_lit.genotypes import genotype_from_dict, plot_alphas, plot_cell
     from darts_lit.ops import PRIMITIVES
     from darts_lit.runs import save_figure

@@ -1,10 +1,11 @@
 """Tests of darts_lit.collapse and its use in the search: λ_max, the reduced spaces, the
-skip cap, DARTS-ES, DARTS+, SDARTS-RS."""
+skip cap, DARTS-ES, DARTS+, SDARTS-RS, and benchmarks/collapse.py."""
 
 import json
 import math
 import random
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -208,6 +209,20 @@ def test_early_stop_epoch_and_search_result_pick_the_rules_epoch():
     assert search_result(history[:11]) == {"e": 11}
 
 
+def test_early_stop_min_epochs_delays_the_rule_and_nothing_else():
+    cfg = replace(TINY, epochs=20, hessian_batches=1, early_stop="darts_es")
+    history = [{"epoch": e + 1, "lambda_max": lam, "genotype": {"e": e + 1}}
+               for e, lam in enumerate([1.0] * 10 + [3.0] * 2)]
+    late = replace(cfg, early_stop_min_epochs=12)  # at least 12 epochs
+    assert early_stop_epoch(history[:11], cfg) == 4
+    assert early_stop_epoch(history[:11], late) is None
+    assert early_stop_epoch(history, late) == early_stop_epoch(history, cfg) == 5
+    # a minimum of 1 is the rule's own: no rule stops before its first epoch
+    for n in range(1, 13):
+        assert early_stop_epoch(history[:n], replace(cfg, early_stop_min_epochs=1)) \
+            == early_stop_epoch(history[:n], cfg)
+
+
 def test_darts_plus_stops_where_the_skips_reach_two_and_stays_stopped(tmp_path):
     cfg = replace(TINY, space="s2", epochs=4)
     free = search(cfg)  # the same search without the rule: it runs every epoch
@@ -223,6 +238,23 @@ def test_darts_plus_stops_where_the_skips_reach_two_and_stays_stopped(tmp_path):
     assert saved == search_result(stopped) == free[first - 1]["genotype"]
     assert search(cfg, early_stop="darts_plus", out_dir=str(tmp_path),
                   resume=True) == stopped  # a stopped run stays stopped
+
+
+def test_darts_plus_with_a_minimum_fires_at_the_first_collapse_after_it():
+    cfg = replace(TINY, space="s2", epochs=6)
+    free = search(cfg)
+    first = next(r["epoch"] for r in free if r["skips"] >= 2)
+    assert first < 4  # so a minimum of first + 1 leaves epochs to stop in
+    later = next((r["epoch"] for r in free[first:] if r["skips"] >= 2), None)
+    delayed = search(cfg, early_stop="darts_plus", early_stop_min_epochs=first + 1)
+    assert len(delayed) == (later or 6)
+    if later is not None:
+        assert delayed[-1]["early_stop"] == {"rule": "darts_plus",
+                                             "genotype_epoch": later}
+    assert all("early_stop" not in r for r in delayed[:-1])
+    for r, s in zip(free, delayed, strict=False):  # the same search until it stops
+        s = {k: v for k, v in s.items() if k != "early_stop"}
+        assert {**r, "seconds": 0} == {**s, "seconds": 0}
 
 
 # ---- the search with the new settings -----------------------------------------
@@ -328,6 +360,12 @@ def test_random_smoothing_distribution():
      "latency_weight"),
     (dict(max_skips=-1), "max_skips: must be an integer ≥ 0, got -1"),
     (dict(hessian_batches=-2), "hessian_batches: must be an integer ≥ 0, got -2"),
+    (dict(early_stop_min_epochs=1), "early_stop_min_epochs: delays an early-stopping "
+     "rule: give early_stop darts_es or darts_plus"),
+    (dict(early_stop="darts_plus", early_stop_min_epochs=2), "early_stop_min_epochs: "
+     "must be below the 2 epochs, or the rule could never stop the search; got 2"),
+    (dict(early_stop="darts_plus", early_stop_min_epochs=-1), "early_stop_min_epochs: "
+     "must be an integer ≥ 0, got -1"),
 ])
 def test_bad_collapse_settings_name_the_option(bad, words):
     with pytest.raises(ConfigError) as e:
@@ -342,3 +380,49 @@ def test_darts_es_can_fire_first_after_the_tenth_epoch():
     fired = [darts_es_stop(lams[:n]) for n in range(1, 21)]
     assert fired[:9] == [None] * 9
     assert fired[9] == 3  # after 10 epochs: returns the architecture of epoch 3
+
+
+# ---- benchmarks/collapse.py ------------------------------------------------------
+def _collapse_bench(*args):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    return subprocess.run(
+        [sys.executable, "benchmarks/collapse.py", "--seeds", "1", "--search-epochs",
+         "2", "--steps-per-epoch", "2", "--train-epochs", "1", "--init-channels", "2",
+         "--layers", "3", "--batch-size", "8", "--threads", "1", *args],
+        cwd=root, capture_output=True, text=True, timeout=600,
+        env={"PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"})
+
+
+def test_collapse_benchmark_adds_methods_to_stored_results(tmp_path):
+    """--json writes a run, --add-to merges another run's methods into it; the last
+    line is remedy_summary of the results; other settings or a stored method are
+    refused before any search, naming the file, and leave it as it was."""
+    from darts_lit.collapse_figures import remedy_summary
+
+    file = tmp_path / "results.json"
+    first = _collapse_bench("--methods", "darts", "--json", str(file))
+    assert first.returncode == 0, first.stderr[-2000:]
+    stored = json.loads(file.read_text())
+    assert list(stored["results"]) == ["darts"]
+    second = _collapse_bench("--methods", "darts_plus", "--add-to", str(file))
+    assert second.returncode == 0, second.stderr[-2000:]
+    merged = json.loads(file.read_text())
+    assert merged["settings"]["methods"] == list(merged["results"]) == [
+        "darts", "darts_plus"]
+    assert merged["results"]["darts"] == stored["results"]["darts"]
+    last = dict(kv.split("=") for kv in second.stdout.strip().splitlines()[-1].split())
+    s = remedy_summary(merged["results"])["darts_plus"]
+    assert float(last["darts_plus_acc"]) == pytest.approx(s["acc"], abs=0.005)
+    assert float(last["darts_plus_lam"]) == pytest.approx(s["lam1"], abs=5e-5)
+    before = file.read_text()
+    for extra, words in [(("--methods", "l2", "--seeds", "2"), "seeds [1] there, [2] "
+                          "here"), (("--methods", "darts"), "already stored: darts")]:
+        bad = _collapse_bench(*extra[:2], "--add-to", str(file), *extra[2:])
+        assert bad.returncode == 2 and f"--add-to {file}: " in bad.stderr, bad.stderr
+        assert words in bad.stderr and "Traceback" not in bad.stderr
+        assert file.read_text() == before
+    missing = _collapse_bench("--methods", "l2", "--add-to", str(tmp_path / "no.json"))
+    assert missing.returncode == 2 and "cannot read it" in missing.stderr
