@@ -5,7 +5,7 @@ __all__ = ['EPOCHS_FREE', 'repackage_hidden', 'HiddenStateLoss', 'RNNArchitect',
            'evaluate_lm', 'lm_train_step', 'LMConfig', 'RNNSearchConfig',
            'search_rnn_epoch', 'lm_data', 'perplexity', 'search_rnn']
 
-# %% ../book/11_rnn_search.md #2ccee5b3
+# %% ../book/11_rnn_search.md #c27a31d2
 import math
 from dataclasses import dataclass, replace
 
@@ -41,8 +41,8 @@ from darts_lit.utils import (
 
 from . import runs
 from .architect import Architect
-from .config import RunConfig, option, validate
-from .search import check_hvp
+from .config import RunConfig, option, same_as, validate
+from .search import SearchConfig, check_hvp
 
 # %% ../book/11_rnn_search.md #a7dab5a1
 def repackage_hidden(h):
@@ -175,7 +175,7 @@ class LMConfig(RunConfig):
                          paper=True, group="weights")
     seed: int = option(2, "random seed (as the paper's code)", ge=0)
 
-# %% ../book/11_rnn_search.md #7c4f9147
+# %% ../book/11_rnn_search.md #46f28f43
 @dataclass
 class RNNSearchConfig(LMConfig):
     """Settings of a recurrent search; defaults are the paper's."""
@@ -184,14 +184,11 @@ class RNNSearchConfig(LMConfig):
                         group="network", flag="--nodes", metavar="N")
     arch_learning_rate: float = option(3e-3, "Adam learning rate of α", gt=0,
                                        paper=True, group="architecture")
-    arch_weight_decay: float = option(1e-3, "Adam weight decay of α", ge=0,
-                                      paper=True, group="architecture")
+    arch_weight_decay: float = same_as(SearchConfig, "arch_weight_decay")
     unrolled: bool = option(False, "second-order gradient through a virtual SGD step "
                             "(the paper's DARTS_V2); default: first order",
                             group="architecture")
-    hvp: str = option("finite_difference", "Hessian-vector product of the second-order "
-                      "step", choices=("finite_difference", "exact"),
-                      group="architecture")
+    hvp: str = same_as(SearchConfig, "hvp")
 
     def check(self) -> None:
         """`hvp='exact'` needs the second-order step (then the run's checks)."""

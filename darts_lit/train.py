@@ -33,7 +33,7 @@ from .model import NetworkCIFAR, NetworkImageNet
 from .ops import count_parameters
 from .search import SearchConfig
 
-# %% ../book/10_train.md #1b93748d
+# %% ../book/10_train.md #c24d906f
 @dataclass
 class TrainConfig(RunConfig):
     """Settings of `train`; the defaults are the paper's CIFAR-10 evaluation."""
@@ -75,12 +75,9 @@ class TrainConfig(RunConfig):
                                       ge=0, paper=True, group="weights")
     gamma: float = option(0.97, "per-epoch factor of the exponential schedule", gt=0,
                           le=1, group="weights")
-    momentum: float = option(0.9, "SGD momentum", ge=0, lt=1, paper=True,
-                             group="weights")
-    weight_decay: float = option(3e-4, "SGD weight decay", ge=0, paper=True,
-                                 group="weights")
-    grad_clip: float = option(5.0, "gradient norm clipping", gt=0, paper=True,
-                              group="weights")
+    momentum: float = same_as(SearchConfig, "momentum")
+    weight_decay: float = same_as(SearchConfig, "weight_decay")
+    grad_clip: float = same_as(SearchConfig, "grad_clip")
     label_smoothing: float = option(0.0, "label smoothing (paper: 0 on CIFAR-10, 0.1 "
                                     "on ImageNet)", ge=0, lt=1, group="weights")
     deterministic: bool = option(True, "cuDNN: deterministic kernels, no autotuning")
