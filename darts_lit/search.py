@@ -24,7 +24,7 @@ from .data import get_dataset, search_loaders
 from .genotypes import genotype_to_dict
 from .model_search import Network
 
-# %% ../book/08_search.md #acd42490
+# %% ../book/08_search.md #501e0993
 def check_hvp(config) -> None:
     """`hvp='exact'` needs the second-order step: the rule of every DARTS search."""
     if config.hvp == "exact" and not config.unrolled:
@@ -149,9 +149,10 @@ class SearchConfig(RunConfig):
                                f"{option_name(type(self), 'early_stop')} darts_es or "
                                "darts_plus")
         if self.early_stop_min_epochs >= self.epochs:
-            raise config_error(self, "early_stop_min_epochs", "must be below the "
-                               f"{self.epochs} epochs, or the rule could never stop "
-                               f"the search; got {self.early_stop_min_epochs}")
+            raise config_error(self, "early_stop_min_epochs", "must be below "
+                               f"{option_name(type(self), 'epochs')} ({self.epochs}), "
+                               "or the rule could never stop the search; got "
+                               f"{self.early_stop_min_epochs}")
         if self.sdarts_attack_steps and not self.sdarts_epsilon:
             raise config_error(self, "sdarts_attack_steps", "needs the radius of the "
                                f"box: give {option_name(type(self), 'sdarts_epsilon')}"

@@ -363,7 +363,7 @@ def test_random_smoothing_distribution():
     (dict(early_stop_min_epochs=1), "early_stop_min_epochs: delays an early-stopping "
      "rule: give early_stop darts_es or darts_plus"),
     (dict(early_stop="darts_plus", early_stop_min_epochs=2), "early_stop_min_epochs: "
-     "must be below the 2 epochs, or the rule could never stop the search; got 2"),
+     "must be below epochs (2), or the rule could never stop the search; got 2"),
     (dict(early_stop="darts_plus", early_stop_min_epochs=-1), "early_stop_min_epochs: "
      "must be an integer ≥ 0, got -1"),
 ])
