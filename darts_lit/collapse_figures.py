@@ -84,7 +84,7 @@ def merge_results(stored: dict, new: dict) -> dict:
     return {"settings": {**stored["settings"], "methods": methods},
             "results": {**stored["results"], **new["results"]}}
 
-# %% ../book/08_collapse_figures.md #8294505e
+# %% ../book/08_collapse_figures.md #326345cd
 def plot_remedies(results: dict, labels: dict | None = None, axes=None) -> list:
     """Mean skips (axes[0]) and λ_max (axes[1]) per search epoch of each method of a
     `benchmarks/collapse.py` result; returns the methods identical to 'darts'."""
@@ -92,11 +92,14 @@ def plot_remedies(results: dict, labels: dict | None = None, axes=None) -> list:
 
     if axes is None:
         _, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    def curves(seeds):
+        return [(r["skips_per_epoch"], r["lam"]) for r in seeds]
+
     labels = labels or {}
     same_as_darts = []
     for method, seeds in results.items():
-        if method != "darts" and seeds == results.get("darts"):  # run for run
-            same_as_darts.append(method)
+        if method != "darts" and curves(seeds) == curves(results.get("darts", [])):
+            same_as_darts.append(method)  # seed for seed
             continue
         n = min(len(r["lam"]) for r in seeds)  # early stopping shortens some runs
         x = range(1, n + 1)
