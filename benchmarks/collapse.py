@@ -85,9 +85,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 def read_results(p: argparse.ArgumentParser, path: str) -> dict:
     """The results stored in `path`, or a parser error naming the file."""
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+        stored = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         p.error(f"--add-to {path}: cannot read it ({e})")
+    if not (isinstance(stored, dict) and isinstance(stored.get("settings"), dict)
+            and isinstance(stored.get("results"), dict)):
+        p.error(f"--add-to {path}: not a results file written by --json (it needs "
+                "'settings' and 'results')")
+    return stored
 
 
 def empty_results(args) -> dict:

@@ -426,3 +426,8 @@ def test_collapse_benchmark_adds_methods_to_stored_results(tmp_path):
         assert file.read_text() == before
     missing = _collapse_bench("--methods", "l2", "--add-to", str(tmp_path / "no.json"))
     assert missing.returncode == 2 and "cannot read it" in missing.stderr
+    other = tmp_path / "other.json"
+    other.write_text('{"results": {}}')
+    wrong = _collapse_bench("--methods", "l2", "--add-to", str(other))
+    assert wrong.returncode == 2 and "Traceback" not in wrong.stderr
+    assert "not a results file written by --json" in wrong.stderr
