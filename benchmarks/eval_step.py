@@ -1,4 +1,4 @@
-"""One training step of the evaluation network: which memory layout and precision pay?
+"""One training step of the evaluation network: which cell, layout and precision pay?
 
     python benchmarks/eval_step.py                       # paper size, batch 32, CPU
     python benchmarks/eval_step.py --batch-size 96 --repeats 9
@@ -9,14 +9,16 @@ gradient clipping, SGD) of NetworkCIFAR(DARTS_V2) at the paper's size (C=36, 20 
 in several variants, interleaved in one process so that the machine's drift hits them
 alike, and prints the median time of each and its ratio to the plain network:
 
-- plain: the network as chapter 9 builds it (NCHW tensors);
-- channels_last: the same modules and batches in NHWC memory (what `darts-lit train`
-  uses by default; `--no-channels-last` is the plain variant);
-- channels_last_bf16: also under bfloat16 autocast (`--amp`);
-- compiled (with `--compile MODE`): channels_last under `torch.compile` (`--compile`).
+- plain: the network chapter 9 teaches (`impl="plain"`, NCHW tensors);
+- channels_last: the same plain cells in NHWC memory;
+- fast: the fast cells of the chapter "The fast evaluation network" (`impl="fast"`) in
+  NHWC memory, what `darts-lit train` runs by default;
+- fast_bf16: also under bfloat16 autocast (`--amp`);
+- compiled (with `--compile MODE`): fast under `torch.compile` (`--compile`).
 
-The last line is `eval_step_ratio=<channels_last / plain> bf16_ratio=<...>`, followed
-with `--compile` by `compiled_ratio=<...> compile_seconds=<first step - median>`.
+The last line is `eval_step_ratio=<fast / plain> channels_last_ratio=<...>
+bf16_ratio=<fast_bf16 / plain>`, followed with `--compile` by `compiled_ratio=<...>
+compile_seconds=<first step - median>`.
 """
 
 import argparse
@@ -31,7 +33,7 @@ from darts_lit import utils
 from darts_lit.genotypes import DARTS_V2
 from darts_lit.model import NetworkCIFAR
 
-VARIANTS = ("plain", "channels_last", "channels_last_bf16")
+VARIANTS = ("plain", "channels_last", "fast", "fast_bf16")
 
 
 def make_step(variant: str, device, batch: int, layers: int, channels: int,
@@ -41,7 +43,8 @@ def make_step(variant: str, device, batch: int, layers: int, channels: int,
     `utils.compile_model` is `--compile`)."""
     torch.manual_seed(0)
     fmt = torch.contiguous_format if variant == "plain" else torch.channels_last
-    model = NetworkCIFAR(channels, 10, layers, True, DARTS_V2)
+    impl = "plain" if variant in ("plain", "channels_last") else "fast"
+    model = NetworkCIFAR(channels, 10, layers, True, DARTS_V2, impl=impl)
     model = model.to(device, memory_format=fmt).train()
     model.drop_path_prob = 0.2
     net = utils.compile_model(model, compile_mode if variant == "compiled" else "off")
@@ -105,8 +108,9 @@ def main(argv=None) -> None:
     median = {v: statistics.median(t) for v, t in times.items()}
     for v in variants:
         print(f"{v:20s} {median[v]:9.4f} s   ratio {median[v] / median['plain']:.3f}")
-    last = (f"eval_step_ratio={median['channels_last'] / median['plain']:.3f} "
-            f"bf16_ratio={median['channels_last_bf16'] / median['plain']:.3f}")
+    last = (f"eval_step_ratio={median['fast'] / median['plain']:.3f} "
+            f"channels_last_ratio={median['channels_last'] / median['plain']:.3f} "
+            f"bf16_ratio={median['fast_bf16'] / median['plain']:.3f}")
     if "compiled" in variants:
         print(f"compiling ({args.compile}): first step {first['compiled']:.1f} s")
         last += (f" compiled_ratio={median['compiled'] / median['plain']:.3f} "

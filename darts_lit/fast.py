@@ -30,7 +30,7 @@ def native_stderr_silenced():
         os.dup2(saved, 2)
         os.close(saved)
 
-# %% ../book/14_performance.md #445fdf2d
+# %% ../book/14_performance.md #7f993429
 @dataclass(frozen=True)
 class Optimizations:
     """Switches of the fast cell; all on by default, off one by one for measuring."""
@@ -44,6 +44,9 @@ class Optimizations:
     undilate: bool = True       # dilated convs as plain convs on pixel phases (CPU)
     dense_grads: bool = True    # a node's gradient made channels-last once, not per op
     recompute_1x1: bool = True  # 1×1 products recomputed in the backward, not stored
+    inplace_relu: bool = True   # the ReLU inside a separable conv overwrites its input
+    reduce_samples: bool = True  # FactorizedReduce's two strided samples in one node
+    inplace_sums: bool = True   # evaluation cell: drop path and sums in an op's output
 
 
 _ACTIVE = contextvars.ContextVar("darts_lit_fast_optimizations", default=None)
@@ -63,7 +66,7 @@ def optimizations(**switches):
     finally:
         _ACTIVE.reset(token)
 
-# %% ../book/14_performance.md #22ed40df
+# %% ../book/14_performance.md #8ae4a798
 def _bn_momentum(bn: nn.BatchNorm2d) -> float:
     """The momentum of this call of bn, counting the batch as nn.BatchNorm2d does."""
     # as nn.BatchNorm2d.forward: the running statistics move exactly as in bn(x)
@@ -90,7 +93,10 @@ def weighted_bn(bn: nn.BatchNorm2d, x: torch.Tensor, w: torch.Tensor) -> torch.T
 
 
 def scaled_bn(bn, x, w, opts):
-    """w · bn(x): one BatchNorm call with `opts.fuse_weights`, else the product."""
+    """w · bn(x): one BatchNorm call with `opts.fuse_weights`, else the product;
+    bn(x) when w is None (an evaluation cell has no architecture weights)."""
+    if w is None:
+        return bn(x)
     return weighted_bn(bn, x, w) if opts.fuse_weights else w * bn(x)
 
 # %% ../book/14_performance.md #9ccbcf68

@@ -2,7 +2,8 @@
 
 # %% auto #0
 __all__ = ['POOLS', 'sep_conv_of_relu', 'dil_conv_of_relu', 'strided_pointwise',
-           'factorized_reduce_of_relu', 'op_kind', 'conv_of_relu', 'edge_terms',
+           'factorized_reduce_of_relu', 'FactorizedSamples',
+           'factorized_reduce_of_samples', 'op_kind', 'conv_of_relu', 'edge_terms',
            'edge_index', 'fast_cell_forward']
 
 # %% ../book/14_fast_cell.md #2adc31c1
@@ -21,13 +22,14 @@ from darts_lit.fast import (
 from .ops import DilConv, FactorizedReduce, Identity, SepConv, Zero
 from .ops import strided_pointwise as ops_strided_pointwise
 
-# %% ../book/14_fast_cell.md #31e6b87a
+# %% ../book/14_fast_cell.md #7702c9e5
 def sep_conv_of_relu(op: SepConv, r, w, opts=None):
     """w · op(x) from r = ReLU(x): the op's own first ReLU is skipped."""
     opts = opts or active_optimizations()
     a, b = op.op  # two blocks (ReLU, depthwise, pointwise, BN)
     y = pointwise_bn(a[2], a[3], a[1](r), None, opts)
-    return pointwise_bn(b[2], b[3], b[1](F.relu(y)), w, opts)
+    # nothing else reads y: BatchNorm's backward keeps its input, not its output
+    return pointwise_bn(b[2], b[3], b[1](F.relu(y, inplace=opts.inplace_relu)), w, opts)
 
 
 def dil_conv_of_relu(op: DilConv, r, w, opts=None, phases=None):
@@ -56,7 +58,60 @@ def factorized_reduce_of_relu(op: FactorizedReduce, r, r_shifted, w, opts=None):
                    strided_pointwise(op.conv_2, r_shifted, opts)], dim=1)
     return scaled_bn(op.bn, y, w, opts)
 
-# %% ../book/14_fast_cell.md #3c54b6d9
+# %% ../book/14_fast_cell.md #dc8e8dad
+def _nhwc(x: torch.Tensor) -> bool:
+    return x.stride(1) == 1 and x.shape[1] > 1  # channels innermost, views included
+
+
+class FactorizedSamples(torch.autograd.Function):
+    """(x[:, :, ::2, ::2], x[:, :, 1::2, 1::2]): the inputs of FactorizedReduce's two
+    paths, the second zero-padded to the first's size when a side of x is odd."""
+
+    @staticmethod
+    def forward(ctx, x):
+        B, C, H, W = x.shape
+        nhwc = _nhwc(x)
+        ctx.shape = x.shape
+        ctx.fmt = torch.channels_last if nhwc else torch.contiguous_format
+        even = x[:, :, ::2, ::2].contiguous(memory_format=ctx.fmt)  # [B, C, ⌈H/2⌉, …]
+        if H % 2 == 0 and W % 2 == 0:
+            odd = x[:, :, 1::2, 1::2].contiguous(memory_format=ctx.fmt)
+        else:  # the pixel beyond an odd side is the pad's zero
+            odd = torch.zeros_like(even)
+            odd[:, :, : H // 2, : W // 2] = x[:, :, 1::2, 1::2]
+        ctx.set_materialize_grads(False)
+        return even, odd
+
+    @staticmethod
+    def backward(ctx, grad_even, grad_odd):
+        B, C, H, W = ctx.shape
+        like = grad_even if grad_even is not None else grad_odd
+        if like is None:  # neither sample reached the loss
+            return None
+        grad = torch.empty(ctx.shape, dtype=like.dtype, device=like.device,
+                           memory_format=ctx.fmt).zero_()  # the one zero fill
+        if grad_even is not None:
+            grad[:, :, ::2, ::2] = grad_even
+        if grad_odd is not None:
+            grad[:, :, 1::2, 1::2] = grad_odd[:, :, : H // 2, : W // 2]
+        return grad
+
+
+def _sample_pointwise(conv: nn.Conv2d, sub: torch.Tensor, opts) -> torch.Tensor:
+    """A strided 1×1 `conv` of x, from x's sample `sub` (stride 1 on the sample)."""
+    if opts.matmul_1x1 and _nhwc(sub):
+        return pointwise(conv, sub, opts)  # a matrix product
+    return F.conv2d(sub, conv.weight, conv.bias)
+
+
+def factorized_reduce_of_samples(op: FactorizedReduce, even, odd, w, opts=None):
+    """w · op(x) from `FactorizedSamples` of r = ReLU(x)."""
+    opts = opts or active_optimizations()
+    y = torch.cat([_sample_pointwise(op.conv_1, even, opts),
+                   _sample_pointwise(op.conv_2, odd, opts)], dim=1)
+    return scaled_bn(op.bn, y, w, opts)
+
+# %% ../book/14_fast_cell.md #fdb06124
 POOLS = (nn.MaxPool2d, nn.AvgPool2d)
 
 
@@ -81,6 +136,10 @@ def conv_of_relu(op, shared: dict, w, opts):
     if isinstance(op, DilConv):  # both dilated convs of every edge: one set of phases
         return dil_conv_of_relu(op, shared["relu"], w, opts,
                                 shared.setdefault("phases", {}))
+    if opts.reduce_samples:  # FactorizedReduce: both samples once per node
+        if "samples" not in shared:
+            shared["samples"] = FactorizedSamples.apply(shared["relu"])
+        return factorized_reduce_of_samples(op, *shared["samples"], w, opts)
     if "shifted" not in shared:  # FactorizedReduce's second path, one pixel over
         shared["shifted"] = F.pad(shared["relu"], (0, 1, 0, 1))[:, :, 1:, 1:]
     return factorized_reduce_of_relu(op, shared["relu"], shared["shifted"], w, opts)

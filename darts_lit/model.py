@@ -5,13 +5,15 @@ __all__ = ['drop_path', 'Cell', 'AuxiliaryHead', 'AuxiliaryHeadCIFAR',
            'AuxiliaryHeadImageNet', 'build_cells', 'forward_cells', 'NetworkCIFAR',
            'NetworkImageNet', 'count_macs']
 
-# %% ../book/09_model.md #fbdbad40
+# %% ../book/09_model.md #55d191ca
 import torch
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from .fast_model import fast_eval_forward
 from .genotypes import Genotype
+from .model_search import check_impl
 from .ops import OPS, FactorizedReduce, Identity, ReLUConvBN
 
 # %% ../book/09_model.md #e6246862
@@ -30,13 +32,14 @@ def drop_path(x: torch.Tensor, drop_prob: float | torch.Tensor) -> torch.Tensor:
                        dtype=x.dtype).bernoulli_(keep)  # [B, 1, 1, 1]
     return x * mask / keep
 
-# %% ../book/09_model.md #75190da6
+# %% ../book/09_model.md #fc630fbc
 class Cell(nn.Module):
     """A discrete cell built from a genotype: two ops into every intermediate node."""
 
     def __init__(self, genotype: Genotype, C_prev_prev: int, C_prev: int, C: int,
-                 reduction: bool, reduction_prev: bool):
+                 reduction: bool, reduction_prev: bool, impl: str = "fast"):
         super().__init__()
+        self.impl = check_impl(impl)
         if reduction_prev:  # c_{k-2} has twice the resolution of c_{k-1}
             self.preprocess0 = FactorizedReduce(C_prev_prev, C)
         else:
@@ -53,7 +56,9 @@ class Cell(nn.Module):
             OPS[name](C, 2 if reduction and index < 2 else 1, True)
             for name, index in pairs)
 
-    def forward(self, s0, s1, drop_prob: float = 0.0):
+    def forward(self, s0, s1, drop_prob: float = 0.0, relus: dict | None = None):
+        if self.impl == "fast":  # same result: chapter "The fast evaluation network"
+            return fast_eval_forward(self, s0, s1, drop_prob, relus)
         states = [self.preprocess0(s0), self.preprocess1(s1)]  # 2 × [B, C, H, W]
         for j in range(self._steps):
             node = 0
@@ -117,9 +122,9 @@ class AuxiliaryHeadImageNet(AuxiliaryHead):
         )
         self.classifier = nn.Linear(768, num_classes)
 
-# %% ../book/09_model.md #02c82e32
+# %% ../book/09_model.md #a8bf25ce
 def build_cells(genotype: Genotype, C: int, layers: int, C_prev_prev: int,
-                C_prev: int, reduction_prev: bool):
+                C_prev: int, reduction_prev: bool, impl: str = "fast"):
     """The cells of an evaluation network, their output channels and the auxiliary
     head's input channels."""
     cells, C_curr, C_aux = nn.ModuleList(), C, None
@@ -127,7 +132,8 @@ def build_cells(genotype: Genotype, C: int, layers: int, C_prev_prev: int,
         reduction = i in (layers // 3, 2 * layers // 3)
         if reduction:
             C_curr *= 2
-        cell = Cell(genotype, C_prev_prev, C_prev, C_curr, reduction, reduction_prev)
+        cell = Cell(genotype, C_prev_prev, C_prev, C_curr, reduction, reduction_prev,
+                    impl)
         cells.append(cell)
         reduction_prev = reduction
         C_prev_prev, C_prev = C_prev, cell.multiplier * C_curr
@@ -135,24 +141,37 @@ def build_cells(genotype: Genotype, C: int, layers: int, C_prev_prev: int,
             C_aux = C_prev
     return cells, C_prev, C_aux
 
-# %% ../book/09_model.md #193bcf23
+# %% ../book/09_model.md #a411b5a5
 def forward_cells(net: nn.Module, s0: torch.Tensor, s1: torch.Tensor):
     """Run `net.cells` on the stem outputs; `logits` or, when training with the
     auxiliary head, `(logits, logits_aux)`."""
-    logits_aux = None
+    logits_aux, relus = None, {}  # relus: the fast cells' ReLU of a cell output, once
     for i, cell in enumerate(net.cells):
-        s0, s1 = s1, cell(s0, s1, net.drop_path_prob)
+        s0, s1 = s1, cell(s0, s1, net.drop_path_prob, relus)
         if i == 2 * net._layers // 3 and net._auxiliary and net.training:
             logits_aux = net.auxiliary_head(s1)  # [B, num_classes]
     logits = net.classifier(net.global_pooling(s1).flatten(1))  # [B, num_classes]
     return logits if logits_aux is None else (logits, logits_aux)
 
-# %% ../book/09_model.md #439c9b5d
+
+def _get_impl(net) -> str:
+    return net.cells[0].impl
+
+
+def _set_impl(net, value: str):
+    for cell in net.cells:
+        cell.impl = check_impl(value)
+
+
+_cells_impl = property(_get_impl, _set_impl,
+                       doc='How the cells compute: "fast" (the default) or "plain".')
+
+# %% ../book/09_model.md #f9cf1a55
 class NetworkCIFAR(nn.Module):
     """The CIFAR-10 evaluation network: stem, `layers` cells, global pool, linear."""
 
     def __init__(self, C: int, num_classes: int, layers: int, auxiliary: bool,
-                 genotype: Genotype, in_channels: int = 3):
+                 genotype: Genotype, in_channels: int = 3, impl: str = "fast"):
         super().__init__()
         if layers < 3:
             raise ValueError(f"layers must be at least 3 (two reduction cells), "
@@ -165,22 +184,24 @@ class NetworkCIFAR(nn.Module):
             nn.BatchNorm2d(C_stem),
         )
         self.cells, C_prev, C_aux = build_cells(genotype, C, layers, C_stem, C_stem,
-                                                reduction_prev=False)
+                                                reduction_prev=False, impl=impl)
         if auxiliary:
             self.auxiliary_head = AuxiliaryHeadCIFAR(C_aux, num_classes)
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_prev, num_classes)
 
+    impl = _cells_impl
+
     def forward(self, x):  # [B, in_channels, H, W]
         s = self.stem(x)  # [B, 3C, H, W]
         return forward_cells(self, s, s)
 
-# %% ../book/09_model.md #423307ac
+# %% ../book/09_model.md #0d8ccf98
 class NetworkImageNet(nn.Module):
     """The ImageNet (mobile) evaluation network: three stride-2 stem convs, cells."""
 
     def __init__(self, C: int, num_classes: int, layers: int, auxiliary: bool,
-                 genotype: Genotype):
+                 genotype: Genotype, impl: str = "fast"):
         super().__init__()
         if layers < 3:
             raise ValueError(f"layers must be at least 3, got {layers}")
@@ -199,11 +220,13 @@ class NetworkImageNet(nn.Module):
             nn.BatchNorm2d(C),
         )
         self.cells, C_prev, C_aux = build_cells(genotype, C, layers, C, C,
-                                                reduction_prev=True)
+                                                reduction_prev=True, impl=impl)
         if auxiliary:
             self.auxiliary_head = AuxiliaryHeadImageNet(C_aux, num_classes)
         self.global_pooling = nn.AdaptiveAvgPool2d(1)  # = AvgPool2d(7) at 224×224
         self.classifier = nn.Linear(C_prev, num_classes)
+
+    impl = _cells_impl
 
     def forward(self, x):  # [B, 3, 224, 224]
         s0 = self.stem0(x)  # [B, C, 56, 56]

@@ -178,7 +178,7 @@ def load_trained(path, device="cpu"):
     model.drop_path_prob = 0.0
     return model.eval(), (1, info.in_channels, side, side), config
 
-# %% ../book/10_outputs.md #15a2bc1b
+# %% ../book/10_outputs.md #47a70c86
 EXPORT_FORMATS = ("torchscript", "export", "onnx")
 EXPORT_SUFFIX = {"torchscript": ".torchscript.pt", "export": ".pt2", "onnx": ".onnx"}
 
@@ -237,6 +237,8 @@ def export_network(checkpoint, out_prefix, formats=EXPORT_FORMATS, batch_size: i
         raise ValueError("--formats onnx needs the onnx, onnxscript and onnxruntime "
                          "packages: pip install 'darts_lit[export]'")
     model, shape, _ = load_trained(checkpoint)
+    if hasattr(model, "impl"):  # a DARTS network: traced from its plain cells
+        model.impl = "plain"
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn((batch_size, *shape[1:]), generator=gen)
     # traced on 2 images: a batch of 1 would fix the batch size into the graph

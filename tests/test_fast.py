@@ -354,3 +354,65 @@ def test_every_nhwc_batchnorm_backward_gets_an_nhwc_gradient():
     on, off = layouts(True), layouts(False)
     assert len(on) == len(off) > 100
     assert all(on) and sum(off) < 0.8 * len(off)
+
+
+# --- the fast evaluation network (darts_lit.fast_model) ---
+
+def eval_twins(network, C=16, layers=5, genotype=None):
+    """A fast evaluation network in NHWC memory and a plain copy, float32."""
+    from darts_lit.genotypes import DARTS_V2
+    from darts_lit.model import NetworkCIFAR, NetworkImageNet
+    torch.manual_seed(0)
+    if network == "cifar":
+        fast = NetworkCIFAR(C, 10, layers, True, genotype or DARTS_V2)
+    else:
+        fast = NetworkImageNet(C, 10, layers, True, genotype or DARTS_V2)
+    fast = fast.to(memory_format=torch.channels_last)
+    plain = copy.deepcopy(fast)
+    plain.impl = "plain"
+    fast.drop_path_prob = plain.drop_path_prob = 0.2
+    return fast, plain
+
+
+@pytest.mark.parametrize("network,size", [("cifar", 32), ("imagenet", 128)])
+def test_fast_evaluation_network_agrees_in_channels_last_float32(network, size):
+    # 32x32 (CIFAR) and 128x128 (ImageNet: cells at 16x16 to 4x4): NHWC paths taken
+    fast, plain = eval_twins(network)
+    x = torch.randn(4, 3, size, size).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(10, (4,))
+    for step in range(2):
+        losses = []
+        for m in (fast, plain):
+            m.zero_grad()
+            torch.manual_seed(10 + step)  # the same drop-path masks
+            logits, aux = m(x)
+            loss = (torch.nn.functional.cross_entropy(logits, y)
+                    + 0.4 * torch.nn.functional.cross_entropy(aux, y))
+            loss.backward()
+            losses.append(loss)
+        torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=1e-5)
+    for (n, p), q in zip(fast.named_parameters(), plain.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-3, atol=1e-4, msg=n)
+    for (n, b), c in zip(fast.named_buffers(), plain.buffers(), strict=True):
+        torch.testing.assert_close(b, c, rtol=1e-4, atol=1e-5, msg=n)
+    fast.eval(), plain.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), plain(x), rtol=1e-4, atol=1e-4)
+
+
+def test_fast_evaluation_network_has_the_plain_parameters_and_a_checked_impl():
+    fast, plain = eval_twins("cifar", C=8)
+    assert list(fast.state_dict()) == list(plain.state_dict())
+    assert (fast.impl, plain.impl) == ("fast", "plain")
+    with pytest.raises(ValueError, match="impl must be one of"):
+        fast.impl = "quick"
+
+
+def test_training_builds_the_fast_evaluation_network():
+    from darts_lit.genotypes import DARTS_V2
+    from darts_lit.train import TrainConfig, build_model
+    info = type("Info", (), {"num_classes": 10, "in_channels": 3})()
+    for config in (TrainConfig(init_channels=8, layers=5), TrainConfig.imagenet(
+            init_channels=8, layers=5)):
+        assert build_model(config, DARTS_V2, info).impl == "fast"
+

@@ -342,13 +342,14 @@ def test_eval_step_benchmark_prints_its_ratios():
                    "--compile", "aot_eager")
     median = {m[1]: float(m[2]) for line in lines
               if (m := re.fullmatch(r"(\w+)\s+([\d.]+) s\s+ratio [\d.]+", line))}
-    assert set(median) == {"plain", "channels_last", "channels_last_bf16", "compiled"}
-    m = re.fullmatch(r"eval_step_ratio=([\d.]+) bf16_ratio=([\d.]+) "
+    assert set(median) == {"plain", "channels_last", "fast", "fast_bf16", "compiled"}
+    m = re.fullmatch(r"eval_step_ratio=([\d.]+) channels_last_ratio=([\d.]+) "
+                     r"bf16_ratio=([\d.]+) "
                      r"compiled_ratio=([\d.]+) compile_seconds=(-?[\d.]+)", lines[-1])
     assert m, lines[-1]
     half = 5e-5  # the medians are printed to 4 decimals
     plain = median["plain"]
-    for value, variant in zip(m.groups()[:3], ("channels_last", "channels_last_bf16",
+    for value, variant in zip(m.groups()[:4], ("fast", "channels_last", "fast_bf16",
                                                "compiled"), strict=True):
         v = median[variant]  # the ratio lies between the extremes the rounding allows
         low, high = (v - half) / (plain + half), (v + half) / (plain - half)
