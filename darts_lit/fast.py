@@ -30,7 +30,7 @@ def native_stderr_silenced():
         os.dup2(saved, 2)
         os.close(saved)
 
-# %% ../book/14_performance.md #7f993429
+# %% ../book/14_performance.md #a0b034f3
 @dataclass(frozen=True)
 class Optimizations:
     """Switches of the fast cell; all on by default, off one by one for measuring."""
@@ -46,7 +46,7 @@ class Optimizations:
     recompute_1x1: bool = True  # 1×1 products recomputed in the backward, not stored
     inplace_relu: bool = True   # the ReLU inside a separable conv overwrites its input
     reduce_samples: bool = True  # FactorizedReduce's two strided samples in one node
-    inplace_sums: bool = True   # evaluation cell: drop path and sums in an op's output
+    inplace_sums: bool = True   # a node's sum (and drop path) written into a term
 
 
 _ACTIVE = contextvars.ContextVar("darts_lit_fast_optimizations", default=None)

@@ -4,7 +4,7 @@
 __all__ = ['POOLS', 'sep_conv_of_relu', 'dil_conv_of_relu', 'strided_pointwise',
            'factorized_reduce_of_relu', 'FactorizedSamples',
            'factorized_reduce_of_samples', 'op_kind', 'conv_of_relu', 'edge_terms',
-           'edge_index', 'fast_cell_forward']
+           'edge_index', 'sum_terms', 'fast_cell_forward']
 
 # %% ../book/14_fast_cell.md #2adc31c1
 import torch
@@ -179,13 +179,24 @@ def edge_index(i: int, j: int) -> int:
     """Index in `Cell._ops` (and row of α) of the edge from node j to node i + 2."""
     return 2 * i + i * (i - 1) // 2 + j
 
-# %% ../book/14_fast_cell.md #82ef5ce3
+# %% ../book/14_fast_cell.md #767c1a76
 def _cell_channels(cell) -> int:
     return cell.preprocess1.op[1].out_channels  # C of the cell's nodes
 
 
 def _channels_last_grad(grad: torch.Tensor) -> torch.Tensor:
     return grad.contiguous(memory_format=torch.channels_last)
+
+
+def sum_terms(terms: list, opts) -> torch.Tensor:
+    """A node's sum of its terms w_o · o(x_i); with `opts.inplace_sums` written into
+    the first, which only the sum reads (a product or a BatchNorm output)."""
+    if not opts.inplace_sums:
+        return sum(terms[1:], terms[0])
+    node = terms[0]
+    for t in terms[1:]:
+        node = node.add_(t)
+    return node
 
 
 def fast_cell_forward(cell, s0, s1, weights):
@@ -217,5 +228,5 @@ def fast_cell_forward(cell, s0, s1, weights):
             terms[i].extend(t)
         if j >= 1:  # node j + 1 has all its inputs now
             # $x_{j+1} = \sum_{i \le j} \sum_o w^{(i,j+1)}_o \, o(x_i)$
-            states.append(node(sum(terms[j - 1][1:], terms[j - 1][0])))
+            states.append(node(sum_terms(terms[j - 1], opts)))
     return torch.cat(states[-cell._multiplier:], dim=1)  # [B, multiplier*C, H, W]
