@@ -14,7 +14,8 @@ alike, and prints the median time of each and its ratio to the plain network:
 - fast: the fast cells of the chapter "The fast evaluation network" (`impl="fast"`) in
   NHWC memory, what `darts-lit train` runs by default;
 - fast_bf16: also under bfloat16 autocast (`--amp`);
-- compiled (with `--compile MODE`): fast under `torch.compile` (`--compile`).
+- compiled (with `--compile MODE`): what `darts-lit train --compile MODE` runs, the
+  plain cells in NHWC memory under `torch.compile` (Inductor fuses them itself).
 
 The last line is `eval_step_ratio=<fast / plain> channels_last_ratio=<...>
 bf16_ratio=<fast_bf16 / plain>`, followed with `--compile` by `compiled_ratio=<...>
@@ -43,7 +44,7 @@ def make_step(variant: str, device, batch: int, layers: int, channels: int,
     `utils.compile_model` is `--compile`)."""
     torch.manual_seed(0)
     fmt = torch.contiguous_format if variant == "plain" else torch.channels_last
-    impl = "plain" if variant in ("plain", "channels_last") else "fast"
+    impl = "plain" if variant in ("plain", "channels_last", "compiled") else "fast"
     model = NetworkCIFAR(channels, 10, layers, True, DARTS_V2, impl=impl)
     model = model.to(device, memory_format=fmt).train()
     model.drop_path_prob = 0.2

@@ -105,17 +105,19 @@ class TrainConfig(RunConfig):
                      label_smoothing=0.1)
         return cls(**{**paper, **overrides})
 
-# %% ../book/10_train.md #287d45f2
+# %% ../book/10_train.md #3657d330
 def build_model(config: TrainConfig, genotype: Genotype, info) -> nn.Module:
     """The evaluation network of `config` for the data set described by `info`."""
+    impl = "fast" if config.compile == "off" else "plain"  # compiled: Inductor fuses
     if config.network == "cifar":
         return NetworkCIFAR(config.init_channels, info.num_classes, config.layers,
-                            config.auxiliary, genotype, in_channels=info.in_channels)
+                            config.auxiliary, genotype, in_channels=info.in_channels,
+                            impl=impl)
     if config.network == "imagenet":
         if info.in_channels != 3:
             raise ValueError("the ImageNet network needs 3-channel images")
         return NetworkImageNet(config.init_channels, info.num_classes, config.layers,
-                               config.auxiliary, genotype)
+                               config.auxiliary, genotype, impl=impl)
     raise ValueError(f"network must be 'cifar' or 'imagenet', got {config.network!r}")
 
 # %% ../book/10_train.md #77f05539

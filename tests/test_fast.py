@@ -409,10 +409,15 @@ def test_fast_evaluation_network_has_the_plain_parameters_and_a_checked_impl():
 
 
 def test_training_builds_the_fast_evaluation_network():
+    from dataclasses import replace
+
     from darts_lit.genotypes import DARTS_V2
     from darts_lit.train import TrainConfig, build_model
     info = type("Info", (), {"num_classes": 10, "in_channels": 3})()
     for config in (TrainConfig(init_channels=8, layers=5), TrainConfig.imagenet(
             init_channels=8, layers=5)):
         assert build_model(config, DARTS_V2, info).impl == "fast"
+        # a compiled step compiles the plain cells, which Inductor fuses better
+        compiled = replace(config, compile="default")
+        assert build_model(compiled, DARTS_V2, info).impl == "plain"
 
