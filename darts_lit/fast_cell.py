@@ -4,7 +4,7 @@
 __all__ = ['POOLS', 'sep_conv_of_relu', 'dil_conv_of_relu', 'strided_pointwise',
            'factorized_reduce_of_relu', 'FactorizedSamples',
            'factorized_reduce_of_samples', 'op_kind', 'conv_of_relu', 'edge_terms',
-           'edge_index', 'sum_terms', 'fast_cell_forward']
+           'edge_index', 'channels_last_grad', 'sum_terms', 'fast_cell_forward']
 
 # %% ../book/14_fast_cell.md #2adc31c1
 import torch
@@ -58,7 +58,7 @@ def factorized_reduce_of_relu(op: FactorizedReduce, r, r_shifted, w, opts=None):
                    strided_pointwise(op.conv_2, r_shifted, opts)], dim=1)
     return scaled_bn(op.bn, y, w, opts)
 
-# %% ../book/14_fast_cell.md #dc8e8dad
+# %% ../book/14_fast_cell.md #1b7a3a29
 def _nhwc(x: torch.Tensor) -> bool:
     return x.stride(1) == 1 and x.shape[1] > 1  # channels innermost, views included
 
@@ -85,16 +85,25 @@ class FactorizedSamples(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_even, grad_odd):
         B, C, H, W = ctx.shape
-        like = grad_even if grad_even is not None else grad_odd
-        if like is None:  # neither sample reached the loss
+        if grad_even is None and grad_odd is None:  # neither sample reached the loss
             return None
-        grad = torch.empty(ctx.shape, dtype=like.dtype, device=like.device,
-                           memory_format=ctx.fmt).zero_()  # the one zero fill
-        if grad_even is not None:
-            grad[:, :, ::2, ::2] = grad_even
-        if grad_odd is not None:
-            grad[:, :, 1::2, 1::2] = grad_odd[:, :, : H // 2, : W // 2]
-        return grad
+        even = grad_even if grad_even is not None else torch.zeros_like(grad_odd)
+        odd = grad_odd if grad_odd is not None else torch.zeros_like(grad_even)
+        zero = torch.zeros_like(even)
+
+        def nhwc(t):
+            return t.permute(0, 2, 3, 1)  # [B, h, w, C]
+
+        # each sample pixel (h, w) came from the 2×2 block [[even, 0], [0, odd]] of x;
+        # stacked, not written into a buffer: no in-place op, so vmap can batch it
+        top = torch.stack([nhwc(even), nhwc(zero)], dim=3)  # [B, h, w, 2, C]
+        bottom = torch.stack([nhwc(zero), nhwc(odd)], dim=3)
+        blocks = torch.stack([top, bottom], dim=2)  # [B, h, 2, w, 2, C]
+        h, w = blocks.shape[1], blocks.shape[3]
+        grad = blocks.reshape(B, 2 * h, 2 * w, C)
+        if (2 * h, 2 * w) != (H, W):  # crop an odd side's pad (only then: vmap of a
+            grad = grad[:, :H, :W]  # no-op slice, an alias, fails)
+        return grad.permute(0, 3, 1, 2).contiguous(memory_format=ctx.fmt)
 
 
 def _sample_pointwise(conv: nn.Conv2d, sub: torch.Tensor, opts) -> torch.Tensor:
@@ -179,19 +188,20 @@ def edge_index(i: int, j: int) -> int:
     """Index in `Cell._ops` (and row of α) of the edge from node j to node i + 2."""
     return 2 * i + i * (i - 1) // 2 + j
 
-# %% ../book/14_fast_cell.md #767c1a76
+# %% ../book/14_fast_cell.md #62e2b898
 def _cell_channels(cell) -> int:
     return cell.preprocess1.op[1].out_channels  # C of the cell's nodes
 
 
-def _channels_last_grad(grad: torch.Tensor) -> torch.Tensor:
+def channels_last_grad(grad: torch.Tensor) -> torch.Tensor:
+    """A gradient hook: the gradient in channels-last memory."""
     return grad.contiguous(memory_format=torch.channels_last)
 
 
-def sum_terms(terms: list, opts) -> torch.Tensor:
-    """A node's sum of its terms w_o · o(x_i); with `opts.inplace_sums` written into
-    the first, which only the sum reads (a product or a BatchNorm output)."""
-    if not opts.inplace_sums:
+def sum_terms(terms: list, inplace: bool) -> torch.Tensor:
+    """A node's sum of its terms w_o · o(x_i); `inplace`: written into the first,
+    which only the sum reads (a product or a BatchNorm output)."""
+    if not inplace:
         return sum(terms[1:], terms[0])
     node = terms[0]
     for t in terms[1:]:
@@ -214,7 +224,7 @@ def fast_cell_forward(cell, s0, s1, weights):
 
     def node(x):  # its gradient in channels-last once, for every op that reads it
         if nhwc and opts.dense_grads and x.requires_grad:
-            x.register_hook(_channels_last_grad)
+            x.register_hook(channels_last_grad)
         return x
 
     states = [node(cell.preprocess0(s0)), node(cell.preprocess1(s1))]  # [B, C, H, W]
@@ -228,5 +238,5 @@ def fast_cell_forward(cell, s0, s1, weights):
             terms[i].extend(t)
         if j >= 1:  # node j + 1 has all its inputs now
             # $x_{j+1} = \sum_{i \le j} \sum_o w^{(i,j+1)}_o \, o(x_i)$
-            states.append(node(sum_terms(terms[j - 1], opts)))
+            states.append(node(sum_terms(terms[j - 1], opts.inplace_sums)))
     return torch.cat(states[-cell._multiplier:], dim=1)  # [B, multiplier*C, H, W]

@@ -4,17 +4,19 @@
 __all__ = ['OWN_OUTPUT', 'drop_path_', 'node_sum', 'input_relus', 'preprocess_of_relu',
            'fast_eval_forward']
 
-# %% ../book/14_fast_model.md #7f639627
+# %% ../book/14_fast_model.md #72463738
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from darts_lit.fast_cell import (
     FactorizedSamples,
+    channels_last_grad,
     conv_of_relu,
     factorized_reduce_of_relu,
     factorized_reduce_of_samples,
     op_kind,
+    sum_terms,
 )
 
 from .fast import active_optimizations, pointwise
@@ -31,23 +33,18 @@ def drop_path_(x: torch.Tensor, drop_prob: float | torch.Tensor) -> torch.Tensor
                        dtype=x.dtype).bernoulli_(keep)  # [B, 1, 1, 1], as drop_path
     return x.mul_(mask / keep)
 
-# %% ../book/14_fast_model.md #eb100a93
+# %% ../book/14_fast_model.md #6c66c6aa
 OWN_OUTPUT = (SepConv, DilConv, FactorizedReduce, ReLUConvBN, nn.MaxPool2d,
               nn.AvgPool2d, Zero)
 
 
 def node_sum(terms: list) -> torch.Tensor:
-    """The sum of a node's terms (tensor, owned), written into an owned one if any."""
-    owned = [t for t, own in terms if own]
-    if not owned:
-        return sum((t for t, _ in terms[1:]), terms[0][0])
-    node = owned[0]
-    for t, _ in terms:
-        if t is not node:
-            node = node.add_(t)
-    return node
+    """The sum of a node's terms (tensor, owned), written into an owned one if any:
+    `sum_terms` of chapter 14_fast_cell with an owned term first."""
+    ordered = sorted(terms, key=lambda term: not term[1])  # owned first; a + b = b + a
+    return sum_terms([t for t, _ in ordered], inplace=ordered[0][1])
 
-# %% ../book/14_fast_model.md #40ca83db
+# %% ../book/14_fast_model.md #2fbb0e3d
 def input_relus(relus: dict | None, s0, s1, opts) -> tuple:
     """(ReLU(s0), ReLU(s1)), each computed once per tensor: `relus` holds the ReLU of
     the last cell's second input, and afterwards that of s1, for the next cell."""
@@ -59,8 +56,8 @@ def input_relus(relus: dict | None, s0, s1, opts) -> tuple:
         hit = relus.get(id(x))
         return hit[1] if hit is not None and hit[0] is x else F.relu(x)
 
-    r0, r1 = cached(s0), (None if s1 is s0 else cached(s1))
-    r1 = r0 if r1 is None else r1
+    r0 = cached(s0)
+    r1 = r0 if s1 is s0 else cached(s1)
     relus.clear()
     relus[id(s1)] = (s1, r1)  # for the next cell, whose first input is s1
     return r0, r1
@@ -80,11 +77,7 @@ def preprocess_of_relu(pre: nn.Module, x, r, opts) -> torch.Tensor:
         return factorized_reduce_of_relu(pre, r, shifted, None, opts)
     return pre(x)
 
-# %% ../book/14_fast_model.md #0f886deb
-def _channels_last_grad(grad: torch.Tensor) -> torch.Tensor:
-    return grad.contiguous(memory_format=torch.channels_last)
-
-
+# %% ../book/14_fast_model.md #b11b6586
 def fast_eval_forward(cell, s0, s1, drop_prob=0.0, relus=None):
     """The forward pass of an evaluation `model.Cell`, computing what its plain forward
     computes with one ReLU per tensor and in place where nothing else reads."""
@@ -118,7 +111,7 @@ def fast_eval_forward(cell, s0, s1, drop_prob=0.0, relus=None):
         # $x^{(j)} = o^{(j,1)}(x^{(i_1)}) + o^{(j,2)}(x^{(i_2)})$
         node = node_sum(terms)
         if nhwc and opts.dense_grads and node.requires_grad:
-            node.register_hook(_channels_last_grad)
+            node.register_hook(channels_last_grad)
         states.append(node)
     return torch.cat([states[i] for i in cell._concat], dim=1)  # [B, m·C, H', W']
 
