@@ -22,7 +22,7 @@ from darts_lit.fast import (
 from .ops import DilConv, FactorizedReduce, Identity, SepConv, Zero
 from .ops import strided_pointwise as ops_strided_pointwise
 
-# %% ../book/14_fast_cell.md #7702c9e5
+# %% ../book/14_fast_cell.md #6856bce5
 def sep_conv_of_relu(op: SepConv, r, w, opts=None):
     """w · op(x) from r = ReLU(x): the op's own first ReLU is skipped."""
     opts = opts or active_optimizations()
@@ -39,12 +39,15 @@ def dil_conv_of_relu(op: DilConv, r, w, opts=None, phases=None):
     return pointwise_bn(s[2], s[3], undilated_conv(s[1], r, opts, phases), w, opts)
 
 
+def _nhwc(x: torch.Tensor) -> bool:
+    return x.stride(1) == 1 and x.shape[1] > 1  # channels innermost, views included
+
+
 def strided_pointwise(conv: nn.Conv2d, x: torch.Tensor, opts=None) -> torch.Tensor:
     """conv(x) for a 1×1 convolution with a stride: `ops.strided_pointwise` (the
     pointwise product of every stride-th pixel), as a matrix product if NHWC."""
     opts = opts or active_optimizations()
-    nhwc = x.stride(1) == 1 and x.shape[1] > 1  # channels innermost, views included
-    if not (opts.matmul_1x1 and nhwc):
+    if not (opts.matmul_1x1 and _nhwc(x)):
         return ops_strided_pointwise(conv, x)
     s, s2 = conv.stride
     sub = x[:, :, ::s, ::s2].contiguous(memory_format=torch.channels_last)
@@ -58,11 +61,7 @@ def factorized_reduce_of_relu(op: FactorizedReduce, r, r_shifted, w, opts=None):
                    strided_pointwise(op.conv_2, r_shifted, opts)], dim=1)
     return scaled_bn(op.bn, y, w, opts)
 
-# %% ../book/14_fast_cell.md #1b7a3a29
-def _nhwc(x: torch.Tensor) -> bool:
-    return x.stride(1) == 1 and x.shape[1] > 1  # channels innermost, views included
-
-
+# %% ../book/14_fast_cell.md #b2c12f91
 class FactorizedSamples(torch.autograd.Function):
     """(x[:, :, ::2, ::2], x[:, :, 1::2, 1::2]): the inputs of FactorizedReduce's two
     paths, the second zero-padded to the first's size when a side of x is odd."""

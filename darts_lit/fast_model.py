@@ -4,17 +4,14 @@
 __all__ = ['OWN_OUTPUT', 'drop_path_', 'node_sum', 'input_relus', 'preprocess_of_relu',
            'fast_eval_forward']
 
-# %% ../book/14_fast_model.md #72463738
+# %% ../book/14_fast_model.md #cd1b7a20
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from darts_lit.fast_cell import (
-    FactorizedSamples,
     channels_last_grad,
     conv_of_relu,
-    factorized_reduce_of_relu,
-    factorized_reduce_of_samples,
     op_kind,
     sum_terms,
 )
@@ -44,7 +41,7 @@ def node_sum(terms: list) -> torch.Tensor:
     ordered = sorted(terms, key=lambda term: not term[1])  # owned first; a + b = b + a
     return sum_terms([t for t, _ in ordered], inplace=ordered[0][1])
 
-# %% ../book/14_fast_model.md #2fbb0e3d
+# %% ../book/14_fast_model.md #f4173233
 def input_relus(relus: dict | None, s0, s1, opts) -> tuple:
     """(ReLU(s0), ReLU(s1)), each computed once per tensor: `relus` holds the ReLU of
     the last cell's second input, and afterwards that of s1, for the next cell."""
@@ -69,12 +66,8 @@ def preprocess_of_relu(pre: nn.Module, x, r, opts) -> torch.Tensor:
         conv, bn = pre.op[1], pre.op[2]
         if (conv.kernel_size, conv.stride, conv.padding) == ((1, 1), (1, 1), (0, 0)):
             return bn(pointwise(conv, r, opts))
-    if isinstance(pre, FactorizedReduce):
-        if opts.reduce_samples:
-            return factorized_reduce_of_samples(pre, *FactorizedSamples.apply(r), None,
-                                                opts)
-        shifted = F.pad(r, (0, 1, 0, 1))[:, :, 1:, 1:]
-        return factorized_reduce_of_relu(pre, r, shifted, None, opts)
+    if isinstance(pre, FactorizedReduce):  # as on an edge of the fast search cell
+        return conv_of_relu(pre, {"relu": r}, None, opts)
     return pre(x)
 
 # %% ../book/14_fast_model.md #b11b6586
