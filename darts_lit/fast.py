@@ -161,7 +161,7 @@ def pointwise_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d, x: torch.Tensor, w=None,
                              bn.running_mean if track else None,
                              bn.running_var if track else None, momentum, bn.eps)
 
-# %% ../book/14_performance.md #ef263fca
+# %% ../book/14_performance.md #fc069d3f
 def _phases(x: torch.Tensor, d: int) -> torch.Tensor:
     """[B, C, H, W] → [B·d², C, H/d, W/d]: phase (a, b) of image n at n·d² + a·d + b."""
     B, C, H, W = x.shape
@@ -190,8 +190,12 @@ def undilated_conv(conv: nn.Conv2d, x: torch.Tensor, opts=None,
               and s == s2 and k == k2 and k % 2 == 1 and p == p2 == d * (k - 1) // 2
               and conv.padding_mode == "zeros")
     if usable and s == d:  # $y[h'] = \sum_i W[i]\, x[d h' + d i - d q]$: phase 0 only
-        return F.conv2d(x[:, :, ::d, ::d], conv.weight, conv.bias, 1, p // d, 1,
-                        conv.groups)
+        phases = {} if phases is None else phases
+        if (0, d) not in phases:  # phase 0, made dense once for every conv reading x
+            nhwc = x.is_contiguous(memory_format=torch.channels_last)
+            phases[0, d] = x[:, :, ::d, ::d].contiguous(
+                memory_format=torch.channels_last if nhwc else torch.contiguous_format)
+        return F.conv2d(phases[0, d], conv.weight, conv.bias, 1, p // d, 1, conv.groups)
     needs_weight_grad = torch.is_grad_enabled() and conv.weight.requires_grad
     phases_ok = (H % d == 0 and W % d == 0 and min(H, W) // d >= 8  # see below
                  and x.is_contiguous(memory_format=torch.channels_last))

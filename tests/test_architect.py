@@ -4,6 +4,7 @@ import copy
 
 import pytest
 import torch
+from _helpers import same
 
 from darts_lit.architect import (
     Architect,
@@ -156,16 +157,6 @@ def _everything_but_alpha(model, opt):
     return state, copy.deepcopy(opt.state_dict()), grads
 
 
-def _same(a, b):
-    if isinstance(a, torch.Tensor):
-        return torch.equal(a, b)
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, list | tuple):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
-    return a == b
-
-
 @pytest.mark.parametrize("unrolled,hvp", [(False, None), (True, "finite_difference"),
                                           (True, "exact")])
 def test_step_changes_alpha_and_nothing_else(unrolled, hvp):
@@ -184,7 +175,7 @@ def test_step_changes_alpha_and_nothing_else(unrolled, hvp):
     alpha0 = [a.detach().clone() for a in model.arch_parameters()]
     loss = arch.step(*batches, eta=ETA, w_optimizer=opt, unrolled=unrolled, hvp=hvp)
     assert torch.isfinite(loss) and loss.ndim == 0
-    assert _same(_everything_but_alpha(model, opt), before)
+    assert same(_everything_but_alpha(model, opt), before)
     assert all(torch.equal(b, r) for b, r in zip(
         [b for n, b in model.named_buffers() if "running" in n], running, strict=True))
     for a, a0, g in zip(model.arch_parameters(), alpha0, expected, strict=True):

@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from _helpers import same
 
 from darts_lit.config import ConfigError
 from darts_lit.data import get_dataset
@@ -38,16 +39,6 @@ def test_defaults_are_the_papers():
     assert (c.dataset, c.device, c.out_dir, c.resume) == ("auto", "auto", None, False)
 
 
-def _same(a, b):
-    if isinstance(a, torch.Tensor):
-        return torch.equal(a, b)
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, list | tuple):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
-    return a == b
-
-
 PC = dict(partial_channels=2, edge_normalization=True)
 
 
@@ -69,9 +60,9 @@ def test_resume_is_bit_exact(tmp_path, settings):
     assert a["epoch"] == b["epoch"] == 2
     for k in ("alphas_normal", "alphas_reduce"):
         assert torch.equal(a["model"][k], b["model"][k])
-    assert _same(a["model"], b["model"])  # every weight and BatchNorm buffer
-    assert _same(a["optimizers"], b["optimizers"])  # SGD momentum, Adam moments
-    assert _same(a["scheduler"], b["scheduler"]) and _same(a["rng"], b["rng"])
+    assert same(a["model"], b["model"])  # every weight and BatchNorm buffer
+    assert same(a["optimizers"], b["optimizers"])  # SGD momentum, Adam moments
+    assert same(a["scheduler"], b["scheduler"]) and same(a["rng"], b["rng"])
     for r, s in zip(straight, resumed, strict=True):
         assert {**r, "seconds": 0} == {**s, "seconds": 0}
     # the weights did move: the comparison is not between two untouched networks
@@ -139,7 +130,7 @@ def test_nan_stops_with_message_and_keeps_checkpoint(tmp_path, monkeypatch):
     assert "learning rate" in msg and str(tmp_path / CHECKPOINT) in msg
     assert "lower learning_rate" in msg  # the Python spelling, outside the CLI
     kept = load_checkpoint(tmp_path / CHECKPOINT)
-    assert kept["epoch"] == 1 and _same(kept["model"], good["model"])
+    assert kept["epoch"] == 1 and same(kept["model"], good["model"])
     assert json.loads((tmp_path / "history.json").read_text()) == good["history"]
 
 
