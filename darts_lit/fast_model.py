@@ -4,7 +4,7 @@
 __all__ = ['OWN_OUTPUT', 'drop_path_', 'node_sum', 'input_relus', 'preprocess_of_relu',
            'fast_eval_forward']
 
-# %% ../book/14_fast_model.md #cd1b7a20
+# %% ../book/14_fast_model.md #2afc9186
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -16,7 +16,7 @@ from darts_lit.fast_cell import (
     sum_terms,
 )
 
-from .fast import active_optimizations, pointwise
+from .fast import active_optimizations, batch_norm, pointwise
 from .ops import DilConv, FactorizedReduce, ReLUConvBN, SepConv, Zero
 
 # %% ../book/14_fast_model.md #0fad6b1c
@@ -41,7 +41,7 @@ def node_sum(terms: list) -> torch.Tensor:
     ordered = sorted(terms, key=lambda term: not term[1])  # owned first; a + b = b + a
     return sum_terms([t for t, _ in ordered], inplace=ordered[0][1])
 
-# %% ../book/14_fast_model.md #f4173233
+# %% ../book/14_fast_model.md #c7dbf0b7
 def input_relus(relus: dict | None, s0, s1, opts) -> tuple:
     """(ReLU(s0), ReLU(s1)), each computed once per tensor: `relus` holds the ReLU of
     the last cell's second input, and afterwards that of s1, for the next cell."""
@@ -65,7 +65,7 @@ def preprocess_of_relu(pre: nn.Module, x, r, opts) -> torch.Tensor:
     if isinstance(pre, ReLUConvBN) and len(pre.op) == 3:  # ReLU, 1×1 conv, BN
         conv, bn = pre.op[1], pre.op[2]
         if (conv.kernel_size, conv.stride, conv.padding) == ((1, 1), (1, 1), (0, 0)):
-            return bn(pointwise(conv, r, opts))
+            return batch_norm(bn, pointwise(conv, r, opts), opts)
     if isinstance(pre, FactorizedReduce):  # as on an edge of the fast search cell
         return conv_of_relu(pre, {"relu": r}, None, opts)
     return pre(x)

@@ -374,10 +374,18 @@ def eval_twins(network, C=16, layers=5, genotype=None):
     return fast, plain
 
 
-@pytest.mark.parametrize("network,size", [("cifar", 32), ("imagenet", 128)])
-def test_fast_evaluation_network_agrees_in_channels_last_float32(network, size):
-    # 32x32 (CIFAR) and 128x128 (ImageNet: cells at 16x16 to 4x4): NHWC paths taken
-    fast, plain = eval_twins(network)
+@pytest.mark.parametrize("network,size,C", [("cifar", 32, 16), ("imagenet", 128, 16),
+                                            ("cifar", 32, 36), ("imagenet", 128, 12)])
+def test_fast_evaluation_network_agrees_in_channels_last_float32(network, size, C,
+                                                                 monkeypatch):
+    # 32x32 (CIFAR) and 128x128 (ImageNet: cells at 16x16 to 4x4): NHWC paths taken;
+    # 36 (the paper's width) and 12 channels: BatchNorms as GroupedBatchNorm
+    from darts_lit import fast as fast_module
+    grouped = []
+    apply = fast_module.GroupedBatchNorm.apply
+    monkeypatch.setattr(fast_module.GroupedBatchNorm, "apply",
+                        lambda *a: grouped.append(a[0].shape[1]) or apply(*a))
+    fast, plain = eval_twins(network, C=C)
     x = torch.randn(4, 3, size, size).contiguous(memory_format=torch.channels_last)
     y = torch.randint(10, (4,))
     for step in range(2):
@@ -398,6 +406,8 @@ def test_fast_evaluation_network_agrees_in_channels_last_float32(network, size):
     fast.eval(), plain.eval()
     with torch.no_grad():
         torch.testing.assert_close(fast(x), plain(x), rtol=1e-4, atol=1e-4)
+    widths = {c for c in (C, 2 * C, 4 * C) if c % 16}  # the stages' widths
+    assert set(grouped) == widths  # grouped exactly where 16 does not divide
 
 
 def test_fast_evaluation_network_has_the_plain_parameters_and_a_checked_impl():
