@@ -2,20 +2,18 @@
 
 # %% auto #0
 __all__ = ['native_stderr_silenced', 'Optimizations', 'active_optimizations',
-           'optimizations', 'weighted_bn', 'scaled_bn', 'bn_group', 'GroupedBatchNorm',
-           'batch_norm', 'pointwise', 'PointwiseBN', 'pointwise_bn', 'undilated_conv']
+           'optimizations', 'weighted_bn', 'scaled_bn', 'batch_norm', 'pointwise',
+           'PointwiseBN', 'pointwise_bn', 'undilated_conv']
 
-# %% ../book/14_performance.md #001d59ae
+# %% ../book/14_performance.md #5b7f7bc6
 import contextlib
 import contextvars
-import math
 import os
 import sys
 from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
 # %% ../book/14_performance.md #a99560a5
@@ -32,7 +30,7 @@ def native_stderr_silenced():
         os.dup2(saved, 2)
         os.close(saved)
 
-# %% ../book/14_performance.md #5b5ec9ad
+# %% ../book/14_performance.md #4aace02d
 @dataclass(frozen=True)
 class Optimizations:
     """Switches of the fast cell; all on by default, off one by one for measuring."""
@@ -49,7 +47,7 @@ class Optimizations:
     inplace_relu: bool = True   # the ReLU inside a separable conv overwrites its input
     reduce_samples: bool = True  # FactorizedReduce's two strided samples in one node
     inplace_sums: bool = True   # a node's sum (and drop path) written into a term
-    grouped_bn: bool = True     # an evaluation cell's BatchNorm as k·C columns (below)
+    grouped_bn: bool = True     # an evaluation cell's BatchNorm as k·C columns
 
 
 _ACTIVE = contextvars.ContextVar("darts_lit_fast_optimizations", default=None)
@@ -69,7 +67,7 @@ def optimizations(**switches):
     finally:
         _ACTIVE.reset(token)
 
-# %% ../book/14_performance.md #9e208d4f
+# %% ../book/14_performance.md #4ebc0b7d
 def _bn_momentum(bn: nn.BatchNorm2d) -> float:
     """The momentum of this call of bn, counting the batch as nn.BatchNorm2d does."""
     # as nn.BatchNorm2d.forward: the running statistics move exactly as in bn(x)
@@ -99,80 +97,18 @@ def scaled_bn(bn, x, w, opts):
     """w · bn(x): one BatchNorm call with `opts.fuse_weights`, else the product;
     bn(x) when w is None (an evaluation cell has no architecture weights)."""
     if w is None:
-        return batch_norm(bn, x, opts)  # defined below
+        return batch_norm(bn, x, opts)
     return weighted_bn(bn, x, w) if opts.fuse_weights else w * bn(x)
-
-# %% ../book/14_performance.md #529553e0
-def bn_group(C: int, M: int) -> int:
-    """k for `GroupedBatchNorm`: the least k with k·C a multiple of 16, or 1 when k
-    does not divide the M pixels."""
-    k = 16 // math.gcd(C, 16)
-    return k if M % k == 0 else 1
-
-
-def _pixels(x: torch.Tensor) -> torch.Tensor:
-    """[B, C, H, W] as the matrix [B·H·W, C] (a view when x is channels-last)."""
-    return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
-
-
-class GroupedBatchNorm(torch.autograd.Function):
-    """F.batch_norm of an affine BatchNorm in training mode, for channels-last x, with
-    torch's kernels run on the [M/k, k·C] view of x's M pixels (k = `bn_group`)."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, running_mean, running_var, momentum, eps):
-        X = _pixels(x)
-        M, C = X.shape
-        k = bn_group(C, M)
-        m, v = torch.batch_norm_update_stats(X.view(M // k, k * C), None, None, 0.0)
-        m, v = m.view(k, C), v.view(k, C)  # $\mu_g$, $\sigma_g^2$ (biased)
-        mean = m.mean(0)
-        var = v.mean(0) + (m - mean).square().mean(0)  # $\sigma^2$, biased
-        invstd = torch.rsqrt(var + eps)
-        if running_mean is not None:  # as bn(x), with the unbiased variance
-            running_mean.mul_(1 - momentum).add_(momentum * mean)
-            running_var.mul_(1 - momentum).add_(momentum * M / (M - 1) * var)
-        a = weight * invstd
-        y = torch.empty_like(x, memory_format=torch.channels_last)  # not a view: the
-        torch.addcmul(bias - a * mean, X, a, out=_pixels(y))  # next ReLU may write it
-        ctx.save_for_backward(x, weight, mean, invstd)  # y = $a x + (\beta - a \mu)$
-        ctx.eps = eps
-        return y
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad):
-        x, weight, mean, invstd = ctx.saved_tensors
-        X, G = _pixels(x), _pixels(grad)
-        M, C = X.shape
-        k = bn_group(C, M)
-        _, sum_gx, sum_g = torch.ops.aten.native_batch_norm_backward(
-            G.reshape(M // k, k * C), X.view(M // k, k * C), None, None, None,
-            mean.repeat(k), invstd.repeat(k), True, ctx.eps, [False, True, True])
-        sum_gx, sum_g = sum_gx.view(k, C).sum(0), sum_g.view(k, C).sum(0)
-        a = weight * invstd
-        b = -a * invstd * sum_gx / M
-        grad_x = torch.addcmul(-a * sum_g / M - b * mean, G, a).addcmul_(X, b)
-        B, _, H, W = x.shape
-        grad_x = grad_x.view(B, H, W, C).permute(0, 3, 1, 2)
-        return grad_x, sum_gx, sum_g, None, None, None, None
 
 
 def batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, opts=None) -> torch.Tensor:
-    """bn(x); with `opts.grouped_bn`, as `GroupedBatchNorm` for an affine BatchNorm in
-    training mode on a channels-last CPU tensor whose width is no multiple of 16."""
+    """bn(x) for an evaluation cell: with `opts.grouped_bn`, an affine BatchNorm in
+    training mode goes to `fast_model.grouped_batch_norm` (chapter 14_fast_model)."""
     opts = opts or active_optimizations()
-    M = x.numel() // x.shape[1] if x.dim() == 4 else 0
-    if not (opts.grouped_bn and bn.training and bn.affine and M > 1
-            and x.device.type == "cpu" and x.dtype == bn.weight.dtype
-            and x.shape[1] > 1 and x.is_contiguous(memory_format=torch.channels_last)
-            and bn_group(x.shape[1], M) > 1):
-        return bn(x)
-    momentum = _bn_momentum(bn)
-    track = bn.track_running_stats
-    return GroupedBatchNorm.apply(x, bn.weight, bn.bias,
-                                  bn.running_mean if track else None,
-                                  bn.running_var if track else None, momentum, bn.eps)
+    if opts.grouped_bn and bn.training and bn.affine:
+        from darts_lit.fast_model import grouped_batch_norm  # it imports this module
+        return grouped_batch_norm(bn, x)
+    return bn(x)
 
 # %% ../book/14_performance.md #9ccbcf68
 def _linear_nhwc(x: torch.Tensor, w: torch.Tensor, bias=None) -> torch.Tensor:

@@ -2,11 +2,14 @@
 
 # %% auto #0
 __all__ = ['OWN_OUTPUT', 'drop_path_', 'node_sum', 'input_relus', 'preprocess_of_relu',
-           'fast_eval_forward']
+           'bn_group', 'GroupedBatchNorm', 'grouped_batch_norm', 'fast_eval_forward']
 
-# %% ../book/14_fast_model.md #2afc9186
+# %% ../book/14_fast_model.md #25b9a009
+import math
+
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
 from darts_lit.fast_cell import (
@@ -16,7 +19,7 @@ from darts_lit.fast_cell import (
     sum_terms,
 )
 
-from .fast import active_optimizations, batch_norm, pointwise
+from .fast import _bn_momentum, active_optimizations, batch_norm, pointwise
 from .ops import DilConv, FactorizedReduce, ReLUConvBN, SepConv, Zero
 
 # %% ../book/14_fast_model.md #0fad6b1c
@@ -69,6 +72,77 @@ def preprocess_of_relu(pre: nn.Module, x, r, opts) -> torch.Tensor:
     if isinstance(pre, FactorizedReduce):  # as on an edge of the fast search cell
         return conv_of_relu(pre, {"relu": r}, None, opts)
     return pre(x)
+
+# %% ../book/14_fast_model.md #3cb5251f
+def bn_group(C: int, M: int) -> int:
+    """k for `GroupedBatchNorm`: the least k with k·C a multiple of 16, or 1 when k
+    does not divide the M pixels."""
+    k = 16 // math.gcd(C, 16)
+    return k if M % k == 0 else 1
+
+
+def _pixels(x: torch.Tensor) -> torch.Tensor:
+    """[B, C, H, W] as the matrix [B·H·W, C] (a view when x is channels-last)."""
+    return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
+
+
+class GroupedBatchNorm(torch.autograd.Function):
+    """F.batch_norm of an affine BatchNorm in training mode, for channels-last x, with
+    torch's kernels run on the [M/k, k·C] view of x's M pixels (k = `bn_group`)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, running_mean, running_var, momentum, eps):
+        X = _pixels(x)
+        M, C = X.shape
+        k = bn_group(C, M)
+        m, v = torch.batch_norm_update_stats(X.view(M // k, k * C), None, None, 0.0)
+        m, v = m.view(k, C), v.view(k, C)  # $\mu_g$, $\sigma_g^2$ (biased)
+        mean = m.mean(0)
+        var = v.mean(0) + (m - mean).square().mean(0)  # $\sigma^2$, biased
+        invstd = torch.rsqrt(var + eps)
+        if running_mean is not None:  # as bn(x), with the unbiased variance
+            running_mean.mul_(1 - momentum).add_(momentum * mean)
+            running_var.mul_(1 - momentum).add_(momentum * M / (M - 1) * var)
+        a = weight * invstd
+        y = torch.empty_like(x, memory_format=torch.channels_last)  # not a view: the
+        torch.addcmul(bias - a * mean, X, a, out=_pixels(y))  # next ReLU may write it
+        ctx.save_for_backward(x, weight, mean, invstd)  # y = $a x + (\beta - a \mu)$
+        ctx.eps = eps
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        x, weight, mean, invstd = ctx.saved_tensors
+        X, G = _pixels(x), _pixels(grad)
+        M, C = X.shape
+        k = bn_group(C, M)
+        _, sum_gx, sum_g = torch.ops.aten.native_batch_norm_backward(
+            G.reshape(M // k, k * C), X.view(M // k, k * C), None, None, None,
+            mean.repeat(k), invstd.repeat(k), True, ctx.eps, [False, True, True])
+        sum_gx, sum_g = sum_gx.view(k, C).sum(0), sum_g.view(k, C).sum(0)
+        a = weight * invstd
+        b = -a * invstd * sum_gx / M
+        grad_x = torch.addcmul(-a * sum_g / M - b * mean, G, a).addcmul_(X, b)
+        B, _, H, W = x.shape
+        grad_x = grad_x.view(B, H, W, C).permute(0, 3, 1, 2)
+        return grad_x, sum_gx, sum_g, None, None, None, None
+
+
+def grouped_batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
+    """bn(x) for an affine BatchNorm in training mode, as `GroupedBatchNorm` for a
+    channels-last CPU tensor whose width is no multiple of 16."""
+    M = x.numel() // x.shape[1] if x.dim() == 4 else 0
+    if not (bn.training and bn.affine and M > 1 and x.device.type == "cpu"
+            and x.dtype == bn.weight.dtype and x.shape[1] > 1
+            and x.is_contiguous(memory_format=torch.channels_last)
+            and bn_group(x.shape[1], M) > 1):
+        return bn(x)
+    momentum = _bn_momentum(bn)
+    track = bn.track_running_stats
+    return GroupedBatchNorm.apply(x, bn.weight, bn.bias,
+                                  bn.running_mean if track else None,
+                                  bn.running_var if track else None, momentum, bn.eps)
 
 # %% ../book/14_fast_model.md #b11b6586
 def fast_eval_forward(cell, s0, s1, drop_prob=0.0, relus=None):

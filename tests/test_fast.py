@@ -380,10 +380,10 @@ def test_fast_evaluation_network_agrees_in_channels_last_float32(network, size, 
                                                                  monkeypatch):
     # 32x32 (CIFAR) and 128x128 (ImageNet: cells at 16x16 to 4x4): NHWC paths taken;
     # 36 (the paper's width) and 12 channels: BatchNorms as GroupedBatchNorm
-    from darts_lit import fast as fast_module
+    from darts_lit import fast_model
     grouped = []
-    apply = fast_module.GroupedBatchNorm.apply
-    monkeypatch.setattr(fast_module.GroupedBatchNorm, "apply",
+    apply = fast_model.GroupedBatchNorm.apply
+    monkeypatch.setattr(fast_model.GroupedBatchNorm, "apply",
                         lambda *a: grouped.append(a[0].shape[1]) or apply(*a))
     fast, plain = eval_twins(network, C=C)
     x = torch.randn(4, 3, size, size).contiguous(memory_format=torch.channels_last)
