@@ -2,8 +2,8 @@
 
 # %% auto #0
 __all__ = ['native_stderr_silenced', 'Optimizations', 'active_optimizations',
-           'optimizations', 'weighted_bn', 'scaled_bn', 'batch_norm', 'pointwise',
-           'PointwiseBN', 'pointwise_bn', 'undilated_conv']
+           'optimizations', 'weighted_bn', 'scaled_bn', 'batch_norm', 'eval_batch_norm',
+           'pointwise', 'PointwiseBN', 'pointwise_bn', 'undilated_conv']
 
 # %% ../book/14_performance.md #5b7f7bc6
 import contextlib
@@ -67,7 +67,7 @@ def optimizations(**switches):
     finally:
         _ACTIVE.reset(token)
 
-# %% ../book/14_performance.md #4ebc0b7d
+# %% ../book/14_performance.md #263649bb
 def _bn_momentum(bn: nn.BatchNorm2d) -> float:
     """The momentum of this call of bn, counting the batch as nn.BatchNorm2d does."""
     # as nn.BatchNorm2d.forward: the running statistics move exactly as in bn(x)
@@ -101,14 +101,25 @@ def scaled_bn(bn, x, w, opts):
     return weighted_bn(bn, x, w) if opts.fuse_weights else w * bn(x)
 
 
+_EVAL_NORM = contextvars.ContextVar("darts_lit_eval_batch_norm", default=None)
+
+
 def batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, opts=None) -> torch.Tensor:
-    """bn(x) for an evaluation cell: with `opts.grouped_bn`, an affine BatchNorm in
-    training mode goes to `fast_model.grouped_batch_norm` (chapter 14_fast_model)."""
+    """bn(x) for an evaluation cell; with `opts.grouped_bn`, through the function that
+    `eval_batch_norm` installed (the fast evaluation cell's, chapter 14_fast_model)."""
     opts = opts or active_optimizations()
-    if opts.grouped_bn and bn.training and bn.affine:
-        from darts_lit.fast_model import grouped_batch_norm  # it imports this module
-        return grouped_batch_norm(bn, x)
-    return bn(x)
+    norm = _EVAL_NORM.get()
+    return norm(bn, x) if opts.grouped_bn and norm is not None else bn(x)
+
+
+@contextlib.contextmanager
+def eval_batch_norm(norm):
+    """Within the block, `batch_norm(bn, x)` computes `norm(bn, x)`."""
+    token = _EVAL_NORM.set(norm)
+    try:
+        yield
+    finally:
+        _EVAL_NORM.reset(token)
 
 # %% ../book/14_performance.md #9ccbcf68
 def _linear_nhwc(x: torch.Tensor, w: torch.Tensor, bias=None) -> torch.Tensor:

@@ -4,7 +4,7 @@
 __all__ = ['OWN_OUTPUT', 'drop_path_', 'node_sum', 'input_relus', 'preprocess_of_relu',
            'bn_group', 'GroupedBatchNorm', 'grouped_batch_norm', 'fast_eval_forward']
 
-# %% ../book/14_fast_model.md #25b9a009
+# %% ../book/14_fast_model.md #cc426d53
 import math
 
 import torch
@@ -12,6 +12,13 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
+from darts_lit.fast import (
+    _bn_momentum,
+    active_optimizations,
+    batch_norm,
+    eval_batch_norm,
+    pointwise,
+)
 from darts_lit.fast_cell import (
     channels_last_grad,
     conv_of_relu,
@@ -19,7 +26,6 @@ from darts_lit.fast_cell import (
     sum_terms,
 )
 
-from .fast import _bn_momentum, active_optimizations, batch_norm, pointwise
 from .ops import DilConv, FactorizedReduce, ReLUConvBN, SepConv, Zero
 
 # %% ../book/14_fast_model.md #0fad6b1c
@@ -144,10 +150,15 @@ def grouped_batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
                                   bn.running_mean if track else None,
                                   bn.running_var if track else None, momentum, bn.eps)
 
-# %% ../book/14_fast_model.md #b11b6586
+# %% ../book/14_fast_model.md #ef0b721d
 def fast_eval_forward(cell, s0, s1, drop_prob=0.0, relus=None):
     """The forward pass of an evaluation `model.Cell`, computing what its plain forward
     computes with one ReLU per tensor and in place where nothing else reads."""
+    with eval_batch_norm(grouped_batch_norm):  # fast.batch_norm: the cell's BatchNorms
+        return _cell_forward(cell, s0, s1, drop_prob, relus)
+
+
+def _cell_forward(cell, s0, s1, drop_prob, relus):
     opts = active_optimizations()
     r0, r1 = input_relus(relus, s0, s1, opts)
     states = [preprocess_of_relu(cell.preprocess0, s0, r0, opts),
