@@ -374,17 +374,23 @@ def eval_twins(network, C=16, layers=5, genotype=None):
     return fast, plain
 
 
+def grouped_widths(monkeypatch) -> list:
+    """The widths of the BatchNorms that GroupedBatchNorm computes from now on."""
+    from darts_lit import fast_model
+    widths = []
+    apply = fast_model.GroupedBatchNorm.apply
+    monkeypatch.setattr(fast_model.GroupedBatchNorm, "apply",
+                        lambda *a: widths.append(a[0].shape[1]) or apply(*a))
+    return widths
+
+
 @pytest.mark.parametrize("network,size,C", [("cifar", 32, 16), ("imagenet", 128, 16),
                                             ("cifar", 32, 36), ("imagenet", 128, 12)])
 def test_fast_evaluation_network_agrees_in_channels_last_float32(network, size, C,
                                                                  monkeypatch):
     # 32x32 (CIFAR) and 128x128 (ImageNet: cells at 16x16 to 4x4): NHWC paths taken;
     # 36 (the paper's width) and 12 channels: BatchNorms as GroupedBatchNorm
-    from darts_lit import fast_model
-    grouped = []
-    apply = fast_model.GroupedBatchNorm.apply
-    monkeypatch.setattr(fast_model.GroupedBatchNorm, "apply",
-                        lambda *a: grouped.append(a[0].shape[1]) or apply(*a))
+    grouped = grouped_widths(monkeypatch)
     fast, plain = eval_twins(network, C=C)
     x = torch.randn(4, 3, size, size).contiguous(memory_format=torch.channels_last)
     y = torch.randint(10, (4,))
@@ -431,3 +437,22 @@ def test_training_builds_the_fast_evaluation_network():
         compiled = replace(config, compile="default")
         assert build_model(compiled, DARTS_V2, info).impl == "plain"
 
+
+
+def test_grouped_bn_switch_and_scope(monkeypatch):
+    # off: torch's kernel everywhere; outside the fast cell's forward: bn(x) itself
+    from darts_lit import fast, fast_model
+    grouped = grouped_widths(monkeypatch)
+    net, _ = eval_twins("cifar", C=36, layers=3)
+    x = torch.randn(2, 3, 16, 16).contiguous(memory_format=torch.channels_last)
+    with optimizations(grouped_bn=False):
+        net(x)
+    assert grouped == []
+    net(x)
+    assert set(grouped) == {36, 72}
+    bn = torch.nn.BatchNorm2d(36)
+    y = torch.randn(2, 36, 4, 4).contiguous(memory_format=torch.channels_last)
+    y.requires_grad_()
+    assert "Grouped" not in type(fast.batch_norm(bn, y).grad_fn).__name__
+    with fast.eval_batch_norm(fast_model.grouped_batch_norm):
+        assert "Grouped" in type(fast.batch_norm(bn, y).grad_fn).__name__
