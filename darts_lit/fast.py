@@ -67,7 +67,7 @@ def optimizations(**switches):
     finally:
         _ACTIVE.reset(token)
 
-# %% ../book/14_performance.md #263649bb
+# %% ../book/14_performance.md #992de14a
 def _bn_momentum(bn: nn.BatchNorm2d) -> float:
     """The momentum of this call of bn, counting the batch as nn.BatchNorm2d does."""
     # as nn.BatchNorm2d.forward: the running statistics move exactly as in bn(x)
@@ -114,7 +114,8 @@ def batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, opts=None) -> torch.Tensor:
 
 @contextlib.contextmanager
 def eval_batch_norm(norm):
-    """Within the block, `batch_norm(bn, x)` computes `norm(bn, x)`."""
+    """Within the block, `batch_norm(bn, x)` computes `norm(bn, x)` where the switch
+    `grouped_bn` is on."""
     token = _EVAL_NORM.set(norm)
     try:
         yield
