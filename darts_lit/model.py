@@ -5,7 +5,7 @@ __all__ = ['drop_path', 'Cell', 'AuxiliaryHead', 'AuxiliaryHeadCIFAR',
            'AuxiliaryHeadImageNet', 'build_cells', 'forward_cells', 'NetworkCIFAR',
            'NetworkImageNet', 'count_macs']
 
-# %% ../book/09_model.md #55d191ca
+# %% ../book/09_model.md #084072e6
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -15,6 +15,7 @@ from .fast_model import fast_eval_forward
 from .genotypes import Genotype
 from .model_search import check_impl
 from .ops import OPS, FactorizedReduce, Identity, ReLUConvBN
+from .recompute import recomputed, recomputes
 
 # %% ../book/09_model.md #e6246862
 def drop_path(x: torch.Tensor, drop_prob: float | torch.Tensor) -> torch.Tensor:
@@ -141,13 +142,15 @@ def build_cells(genotype: Genotype, C: int, layers: int, C_prev_prev: int,
             C_aux = C_prev
     return cells, C_prev, C_aux
 
-# %% ../book/09_model.md #a411b5a5
+# %% ../book/09_model.md #aa202093
 def forward_cells(net: nn.Module, s0: torch.Tensor, s1: torch.Tensor):
     """Run `net.cells` on the stem outputs; `logits` or, when training with the
     auxiliary head, `(logits, logits_aux)`."""
     logits_aux, relus = None, {}  # relus: the fast cells' ReLU of a cell output, once
+    recompute = recomputes(net)  # chapter 14_recompute: no ReLU shared across cells
     for i, cell in enumerate(net.cells):
-        s0, s1 = s1, cell(s0, s1, net.drop_path_prob, relus)
+        s0, s1 = s1, (recomputed(cell, s0, s1, net.drop_path_prob) if recompute
+                      else cell(s0, s1, net.drop_path_prob, relus))
         if i == 2 * net._layers // 3 and net._auxiliary and net.training:
             logits_aux = net.auxiliary_head(s1)  # [B, num_classes]
     logits = net.classifier(net.global_pooling(s1).flatten(1))  # [B, num_classes]

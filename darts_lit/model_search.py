@@ -4,7 +4,7 @@
 __all__ = ['IMPLS', 'check_impl', 'Cell', 'num_edges', 'stack_cells', 'supernet_logits',
            'Network', 'derivation_weights', 'derive_cell']
 
-# %% ../book/05_model_search.md #e6840c4c
+# %% ../book/05_model_search.md #bad8f672
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -14,6 +14,7 @@ from .fast_cell import fast_cell_forward
 from .genotypes import Genotype
 from .mixed_op import MixedOp
 from .ops import PRIMITIVES, FactorizedReduce, ReLUConvBN
+from .recompute import recomputed, recomputes
 
 # %% ../book/05_model_search.md #a89fc470
 IMPLS = ("fast", "plain")
@@ -83,7 +84,7 @@ def stack_cells(C, layers, steps, multiplier, stem_multiplier, impl="fast",
         C_prev_prev, C_prev = C_prev, multiplier * C_curr
     return cells, C_prev
 
-# %% ../book/05_model_search.md #9ef7b56e
+# %% ../book/05_model_search.md #a78f4bdb
 def supernet_logits(net: nn.Module, x: torch.Tensor, perturb=None) -> torch.Tensor:
     """Logits [B, num_classes] of images x [B, in_channels, H, W] through `net`."""
     if x.dim() != 4 or x.shape[1] != net._in_channels:
@@ -102,8 +103,10 @@ def supernet_logits(net: nn.Module, x: torch.Tensor, perturb=None) -> torch.Tens
         w_normal = (p_normal(w_normal[0]), *w_normal[1:])
         w_reduce = (p_reduce(w_reduce[0]), *w_reduce[1:])
     s0 = s1 = net.stem(x)  # [B, stem_multiplier*C, H, W]
+    recompute = recomputes(net)  # chapter 14_recompute: keep only each cell's inputs
     for cell in net.cells:
-        s0, s1 = s1, cell(s0, s1, *(w_reduce if cell.reduction else w_normal))
+        w = w_reduce if cell.reduction else w_normal
+        s0, s1 = s1, (recomputed(cell, s0, s1, *w) if recompute else cell(s0, s1, *w))
     out = net.global_pooling(s1)  # [B, C_prev, 1, 1]
     return net.classifier(out.flatten(1))  # [B, num_classes]
 

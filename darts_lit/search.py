@@ -24,7 +24,7 @@ from .data import get_dataset, search_loaders
 from .genotypes import genotype_to_dict
 from .model_search import Network
 
-# %% ../book/08_search.md #501e0993
+# %% ../book/08_search.md #e8fff3fc
 def check_hvp(config) -> None:
     """`hvp='exact'` needs the second-order step: the rule of every DARTS search."""
     if config.hvp == "exact" and not config.unrolled:
@@ -88,6 +88,10 @@ class SearchConfig(RunConfig):
                       "backward", choices=HVP_METHODS, group="architecture")
     amp: bool = option(False, "mixed precision: the weight step's forward pass under "
                        "bfloat16 autocast; the α step stays float32", group="weights")
+    recompute_cells: bool = option(False, "keep only each cell's inputs in the forward "
+                                   "pass and compute the cell again in the backward "
+                                   "pass: less memory, more time (chapter "
+                                   "14_recompute)", group="network")
     single_level: bool = option(False, "single-level: one batch of the whole training "
                                 "set steps w (SGD) and α (Adam) on the same training "
                                 "loss (the paper's §3.3 ablation); no split, no second "
@@ -175,7 +179,7 @@ class SearchConfig(RunConfig):
                                f"{self.multiplier}")
         super().check()  # the device
 
-# %% ../book/08_search.md #561e8809
+# %% ../book/08_search.md #8d86695a
 @dataclass
 class SearchParts:
     """The objects of a running search."""
@@ -227,6 +231,7 @@ def build_search(config: SearchConfig, arch_objective=None) -> SearchParts:
                     in_channels=info.in_channels,
                     primitives=collapse.SPACES[config.space], **pc).to(device)
     distributed.broadcast_(model.arch_parameters())  # the same α everywhere
+    model.recompute_cells = config.recompute_cells  # chapter 14_recompute
     if config.latency_weight:  # the additive latency term of chapter 12_latency_darts
         from darts_lit.latency_darts import search_latency_objective
 

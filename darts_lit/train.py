@@ -6,7 +6,7 @@ __all__ = ['TrainConfig', 'build_model', 'make_optimizer', 'drop_path_prob_at',
            'save_run', 'start_or_resume', 'train', 'read_train_checkpoint',
            'evaluate_checkpoint']
 
-# %% ../book/10_train.md #65706b01
+# %% ../book/10_train.md #6b679bc2
 import itertools
 import time
 from dataclasses import dataclass, replace
@@ -22,6 +22,7 @@ from darts_lit.config import (
     check_image_data,
     config_error,
     option,
+    option_name,
     same_as,
     validate,
 )
@@ -33,7 +34,7 @@ from .model import NetworkCIFAR, NetworkImageNet
 from .ops import count_parameters
 from .search import SearchConfig
 
-# %% ../book/10_train.md #c24d906f
+# %% ../book/10_train.md #036916a3
 @dataclass
 class TrainConfig(RunConfig):
     """Settings of `train`; the defaults are the paper's CIFAR-10 evaluation."""
@@ -90,10 +91,16 @@ class TrainConfig(RunConfig):
                           "(Inductor), 'reduce-overhead' (also CUDA graphs on a GPU), "
                           "'max-autotune', 'aot_eager' (traced only, a quick check)",
                           choices=utils.COMPILE_MODES, group="network", metavar="MODE")
+    recompute_cells: bool = same_as(SearchConfig, "recompute_cells")
 
     def check(self) -> None:
         """The rules that relate settings (`validate` calls this last)."""
         check_image_data(self)
+        if self.recompute_cells and self.compile != "off":
+            raise config_error(self, "recompute_cells", "cannot be combined with "
+                               f"{option_name(type(self), 'compile')}: the compiler "
+                               "chooses itself which tensors to keep and which to "
+                               "recompute")
         super().check()  # the device
 
     @classmethod
@@ -105,20 +112,24 @@ class TrainConfig(RunConfig):
                      label_smoothing=0.1)
         return cls(**{**paper, **overrides})
 
-# %% ../book/10_train.md #3657d330
+# %% ../book/10_train.md #f5239710
 def build_model(config: TrainConfig, genotype: Genotype, info) -> nn.Module:
     """The evaluation network of `config` for the data set described by `info`."""
     impl = "fast" if config.compile == "off" else "plain"  # compiled: Inductor fuses
     if config.network == "cifar":
-        return NetworkCIFAR(config.init_channels, info.num_classes, config.layers,
-                            config.auxiliary, genotype, in_channels=info.in_channels,
-                            impl=impl)
-    if config.network == "imagenet":
+        model = NetworkCIFAR(config.init_channels, info.num_classes, config.layers,
+                             config.auxiliary, genotype, in_channels=info.in_channels,
+                             impl=impl)
+    elif config.network == "imagenet":
         if info.in_channels != 3:
             raise ValueError("the ImageNet network needs 3-channel images")
-        return NetworkImageNet(config.init_channels, info.num_classes, config.layers,
-                               config.auxiliary, genotype, impl=impl)
-    raise ValueError(f"network must be 'cifar' or 'imagenet', got {config.network!r}")
+        model = NetworkImageNet(config.init_channels, info.num_classes, config.layers,
+                                config.auxiliary, genotype, impl=impl)
+    else:
+        raise ValueError(f"network must be 'cifar' or 'imagenet', got "
+                         f"{config.network!r}")
+    model.recompute_cells = config.recompute_cells  # chapter 14_recompute
+    return model
 
 # %% ../book/10_train.md #77f05539
 def make_optimizer(model: nn.Module, config: TrainConfig):
