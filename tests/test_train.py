@@ -377,3 +377,26 @@ def test_amp_benchmark_summary_matches_its_rows():
     assert float(m[1]) == pytest.approx(fp32, abs=0.0101)
     assert float(m[2]) == pytest.approx(amp, abs=0.0101)
     assert float(m[3]) == pytest.approx(amp - fp32, abs=0.0201)
+
+
+def test_recompute_benchmark_prints_its_ratios():
+    """benchmarks/recompute.py at a tiny size: the last line holds the quotients of the
+    printed rows, and recomputed cells need less memory."""
+    import re
+
+    lines = _bench("benchmarks/recompute.py", "--search-size", "4", "5",
+                   "--eval-size", "4", "6", "--search-batch", "4", "--eval-batch", "4",
+                   "--repeats", "1", "--warmup", "1", "--threads", "1")
+    rows = [(float(m[1]), float(m[2])) for line in lines
+            if (m := re.fullmatch(r"\s+recompute_cells=\w+\s+([\d.]+) s\s+([\d.]+) MiB "
+                                  r"peak", line))]
+    assert len(rows) == 4, lines
+    m = re.fullmatch(r"search_memory_ratio=([\d.]+) search_time_ratio=([\d.]+) "
+                     r"eval_memory_ratio=([\d.]+) eval_time_ratio=([\d.]+)", lines[-1])
+    assert m, lines[-1]
+    (st0, sm0), (st1, sm1), (et0, em0), (et1, em1) = rows
+    for printed, (a, b) in zip(map(float, m.groups()), [(sm1, sm0), (st1, st0),
+                                                         (em1, em0), (et1, et0)],
+                               strict=True):  # rows rounded to 0.1 MiB and 0.1 ms
+        assert printed == pytest.approx(a / b, rel=0.05, abs=0.01)
+    assert float(m[1]) < 1.0 and float(m[3]) < 1.0
