@@ -41,7 +41,9 @@ def recomputed_cells(monkeypatch):
 
 @pytest.mark.parametrize("settings", [dict(), dict(unrolled=True),
                                       dict(unrolled=True, hvp="exact",
-                                           hessian_batches=1)])
+                                           hessian_batches=1),
+                                      dict(partial_channels=2, edge_normalization=True),
+                                      dict(amp=True), dict(sdarts_epsilon=0.3)])
 def test_search_with_recomputed_cells_is_bit_exact(tmp_path, recomputed_cells,
                                                    settings):
     """Same history (losses, α, genotype, λ_max) and the same weights and running
