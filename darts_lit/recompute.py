@@ -24,10 +24,11 @@ class SecondRun:
     def __exit__(self, *exc):
         self.active = False
 
-# %% ../book/14_recompute.md #14362019
+# %% ../book/14_recompute.md #7eb2d26e
 def recomputed(cell: nn.Module, *inputs):
-    """cell(*inputs), keeping only the inputs and the cell's weights for the backward
-    pass: the rest is computed again, with the same weights, masks and statistics."""
+    """`cell(*inputs)`, keeping only the inputs and the cell's weights for the
+    backward pass: the rest is computed again, with the same weights, masks and
+    statistics."""
     names, weights = zip(*cell.named_parameters(), strict=True)  # w' if substituted
     buffers = dict(cell.named_buffers())  # the architect's copies if substituted
     second, n = SecondRun(), len(inputs)
