@@ -94,7 +94,7 @@ def fbnet_search_epoch(model: FBNetSupernet, loader, optimizer, *, tau: float,
         n += len(y)
     return {"ce": ce_sum / n, "acc": acc_sum / n, "lat": lat_sum / n}
 
-# %% ../book/13_fbnet_search.md #26002b92
+# %% ../book/13_fbnet_search.md #c27c93ef
 @dataclass
 class FBNetSearchConfig(RunConfig):
     """Settings of an FBNet search; the paper's values where it gives them."""
@@ -136,6 +136,7 @@ class FBNetSearchConfig(RunConfig):
     amp: bool = option(False, "mixed precision: the supernet's forward passes under "
                        "bfloat16 autocast; the Gumbel samples and E[LAT] stay float32",
                        group="weights")
+    recompute_cells: bool = same_as(SearchConfig, "recompute_cells")
     arch_learning_rate: float = option(0.01, "Adam learning rate of θ", gt=0,
                                        paper=True, group="architecture")
     arch_weight_decay: float = option(5e-4, "Adam weight decay of θ", ge=0,
@@ -271,7 +272,7 @@ def save_fbnet_architectures(cfg: FBNetSearchConfig, out: Path, model: FBNetSupe
                               latency_ms=d["latency_ms"])
     return record
 
-# %% ../book/13_fbnet_search.md #c2602fac
+# %% ../book/13_fbnet_search.md #4decb650
 def fbnet_search(config: FBNetSearchConfig | None = None,
                  stop_after_epoch: int | None = None, *, data=None, space=None,
                  **overrides):
@@ -288,6 +289,7 @@ def fbnet_search(config: FBNetSearchConfig | None = None,
     objective = fbnet_objective(cfg, lat, fixed)
     seed_everything(cfg.seed)
     model = FBNetSupernet(space).to(device)
+    model.recompute_cells = cfg.recompute_cells  # chapter 14_recompute
     w_opt = torch.optim.SGD(model.weights(), lr=cfg.learning_rate,
                             momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     w_sched = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, cfg.epochs)

@@ -24,7 +24,7 @@ from .data import get_dataset, search_loaders
 from .genotypes import genotype_to_dict
 from .model_search import Network
 
-# %% ../book/08_search.md #e8fff3fc
+# %% ../book/08_search.md #c90c336b
 def check_hvp(config) -> None:
     """`hvp='exact'` needs the second-order step: the rule of every DARTS search."""
     if config.hvp == "exact" and not config.unrolled:
@@ -88,10 +88,11 @@ class SearchConfig(RunConfig):
                       "backward", choices=HVP_METHODS, group="architecture")
     amp: bool = option(False, "mixed precision: the weight step's forward pass under "
                        "bfloat16 autocast; the α step stays float32", group="weights")
-    recompute_cells: bool = option(False, "keep only each cell's inputs in the forward "
-                                   "pass and compute the cell again in the backward "
-                                   "pass: less memory, more time (chapter "
-                                   "14_recompute)", group="network")
+    recompute_cells: bool = option(False, "keep only the inputs of each cell (of each "
+                                   "layer in FBNet's supernet) in the forward pass and "
+                                   "compute the rest again in the backward pass: less "
+                                   "memory, more time (chapter 14_recompute)",
+                                   group="network")
     single_level: bool = option(False, "single-level: one batch of the whole training "
                                 "set steps w (SGD) and α (Adam) on the same training "
                                 "loss (the paper's §3.3 ablation); no split, no second "

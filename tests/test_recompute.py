@@ -1,16 +1,18 @@
-"""--recompute-cells (chapter 14_recompute): the runs recompute their cells, with the
-results of runs that keep everything; a bad combination is refused before anything
-is written."""
+"""--recompute-cells (chapter 14_recompute): the runs recompute their cells (FBNet's
+supernet: its layers), with the results of runs that keep everything; a bad combination
+is refused before anything is written."""
 
 from dataclasses import replace
 
 import pytest
 import torch
 
-from darts_lit import recompute
+from darts_lit import fbnet, recompute
 from darts_lit import search as S
 from darts_lit import train as T
 from darts_lit.cli import main
+from darts_lit.data import DatasetInfo
+from darts_lit.fbnet_search import FBNetSearchConfig, fbnet_search
 from darts_lit.utils import load_checkpoint
 
 SEARCH = S.SearchConfig(dataset="digits", epochs=1, batch_size=16, init_channels=2,
@@ -106,3 +108,32 @@ def test_recompute_with_compile_is_refused(tmp_path, capsys):
     with pytest.raises(ValueError, match="recompute_cells: cannot be combined with "
                                          "compile"):
         T.validate(replace(TRAIN, recompute_cells=True, compile="aot_eager"))
+
+
+def test_fbnet_search_with_recomputed_layers_is_bit_exact(tmp_path, recomputed_cells):
+    """FBNet's supernet recomputes each searchable layer: the same history and the
+    same θ, weights and statistics, bit for bit, over a warm-up epoch (weights only)
+    and an epoch that also trains θ through the Gumbel samples."""
+    space = fbnet.FBNetSpace(1, 10, 8, stages=((8, 1, 1), (16, 1, 2)), head=16)
+    table = tmp_path / "fb.json"
+    fbnet.fbnet_table(space, 8, path=table, warmup=1, repeats=1)
+    g = torch.Generator().manual_seed(0)
+    data = torch.utils.data.TensorDataset(torch.randn(32, 1, 8, 8, generator=g),
+                                          torch.randint(0, 10, (32,), generator=g))
+    loader = torch.utils.data.DataLoader(data, 8)
+    info = DatasetInfo("noise", 10, 1, 8, tuple("0123456789"), (0.0,), (1.0,), "")
+    runs = {}
+    for recompute_cells in (False, True):
+        cfg = FBNetSearchConfig(epochs=2, warmup_epochs=1, latency_table=str(table),
+                                latency_batch=8, clock="wall", timing_warmup=0,
+                                timing_repeats=1, verbose=False,
+                                recompute_cells=recompute_cells)
+        runs[recompute_cells] = fbnet_search(cfg, data=(loader, loader, info),
+                                             space=space)
+        assert bool(recomputed_cells) == recompute_cells
+    (a, ha), (b, hb) = runs[False], runs[True]
+    assert strip_time(ha) == strip_time(hb)
+    assert len(recomputed_cells) >= 2 * 4 * len(a.layers)  # ≥ 2 epochs × 4 batches
+    for (k, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(),
+                              strict=True):
+        assert torch.equal(x, y), k
