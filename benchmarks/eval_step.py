@@ -38,16 +38,17 @@ VARIANTS = ("plain", "channels_last", "fast", "fast_bf16")
 
 
 def make_step(variant: str, device, batch: int, layers: int, channels: int,
-              compile_mode: str = "off"):
+              compile_mode: str = "off", recompute: bool = False):
     """A training step of the variant's network on a fixed random batch, as
     `darts_lit.train.train_epoch` takes it (`utils.autocast` is `--amp`,
-    `utils.compile_model` is `--compile`)."""
+    `utils.compile_model` is `--compile`, `recompute` is `--recompute-cells`)."""
     torch.manual_seed(0)
     fmt = torch.contiguous_format if variant == "plain" else torch.channels_last
     impl = "plain" if variant in ("plain", "channels_last", "compiled") else "fast"
     model = NetworkCIFAR(channels, 10, layers, True, DARTS_V2, impl=impl)
     model = model.to(device, memory_format=fmt).train()
     model.drop_path_prob = 0.2
+    model.recompute_cells = recompute
     net = utils.compile_model(model, compile_mode if variant == "compiled" else "off")
     opt = torch.optim.SGD(model.parameters(), 0.025, momentum=0.9, weight_decay=3e-4)
     x = torch.randn(batch, 3, 32, 32, device=device).contiguous(memory_format=fmt)

@@ -23,33 +23,9 @@ import argparse
 import statistics
 
 import torch
-from torch import nn
-from torch.nn import functional as F
+from eval_step import make_step  # benchmarks/eval_step.py: the training step it times
 
-from darts_lit.genotypes import DARTS_V2
-from darts_lit.model import NetworkCIFAR
 from darts_lit.timing import build_setup, measure_steps, peak_memory, step_time
-
-def eval_step(recompute: bool, device, C: int, layers: int, batch: int):
-    """A training step of the evaluation network, as `darts_lit.train` takes it."""
-    torch.manual_seed(0)
-    model = NetworkCIFAR(C, 10, layers, True, DARTS_V2).to(
-        device, memory_format=torch.channels_last).train()
-    model.drop_path_prob = 0.2
-    model.recompute_cells = recompute
-    opt = torch.optim.SGD(model.parameters(), 0.025, momentum=0.9, weight_decay=3e-4)
-    x = torch.randn(batch, 3, 32, 32, device=device).contiguous(
-        memory_format=torch.channels_last)
-    y = torch.randint(0, 10, (batch,), device=device)
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        logits, logits_aux = model(x)
-        (F.cross_entropy(logits, y) + 0.4 * F.cross_entropy(logits_aux, y)).backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        opt.step()
-    return step
-
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -84,7 +60,8 @@ def main(argv=None) -> None:
         print(f"  recompute_cells={r!s:5}  {s[r]['first']:8.4f} s  "
               f"{s[r]['memory'] / 2**20:8.1f} MiB peak")
 
-    steps = {r: eval_step(r, device, ec, el, args.eval_batch) for r in (False, True)}
+    steps = {r: make_step("fast", device, args.eval_batch, el, ec, recompute=r)
+             for r in (False, True)}
     times = {r: [] for r in steps}
     for i in range(args.warmup + args.repeats):
         for r, step in steps.items():  # interleaved

@@ -11,3 +11,8 @@ def same(a, b) -> bool:
     if isinstance(a, list | tuple):
         return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
     return a == b
+
+
+def strip_time(history: list) -> list:
+    """A run's history without the measured seconds, the one field that varies."""
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in history]

@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from _helpers import strip_time
 
 from darts_lit import fbnet, recompute
 from darts_lit import search as S
@@ -21,10 +22,6 @@ SEARCH = S.SearchConfig(dataset="digits", epochs=1, batch_size=16, init_channels
 TRAIN = T.TrainConfig(dataset="digits", epochs=2, init_channels=4, layers=3,
                       batch_size=32, max_steps_per_epoch=2, cutout_length=4,
                       verbose=False)
-
-
-def strip_time(history):
-    return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from _helpers import strip_time
 
 from darts_lit import train as T
 from darts_lit.genotypes import DARTS_V1, save_genotype
@@ -13,10 +14,6 @@ from darts_lit.utils import NonFiniteLossError, load_checkpoint
 TINY = T.TrainConfig(dataset="digits", epochs=2, init_channels=4, layers=3,
                      batch_size=32, max_steps_per_epoch=3, cutout_length=4,
                      verbose=False)
-
-
-def strip_time(history):
-    return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
 
 
 def test_resume_is_bit_exact(tmp_path):
