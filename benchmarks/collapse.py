@@ -4,6 +4,7 @@
     python benchmarks/collapse.py --space s3 --seeds 1 2 3 4
     python benchmarks/collapse.py --dataset cifar10 --methods darts sdarts
     python benchmarks/collapse.py --methods l2 --add-to benchmarks/results/FILE.json
+    python benchmarks/collapse.py --merge A.json B.json --json AB.json
 
 For every seed, one search per method in a space where DARTS tends to collapse
 (R-DARTS's S2 by default: skip connection or 3x3 separable convolution on each edge),
@@ -22,7 +23,14 @@ fixed validation batches (chapter *When the search collapses*):
 - sdarts_adv: SDARTS-ADV, weight steps on softmax(α) + the δ in that box found by 7
   steps of sign-gradient ascent of the training loss (9 more forward passes and 7
   more backward passes per weight step);
-- l2: R-DARTS's stronger weight decay on w, 9 times the default (27e-4).
+- l2: R-DARTS's stronger weight decay on w, 27e-4 (9 times the paper's 3e-4,
+  whatever --weight-decay gives the other methods).
+
+darts_es, darts_plus, darts_plus_min8 and pdarts_cap follow vanilla DARTS's
+trajectory and only stop it early or derive its cell differently. When `darts` has
+searched the same seed earlier in the run (put it first in --methods), they are derived
+from its history (`derived_history`) instead of searched again: the same records as
+their own searches, which tests/test_collapse.py checks.
 
 The result of each search (`search_result`: with early stopping, the epoch the rule
 chose) is trained from scratch briefly (a small `NetworkCIFAR`) and tested. Per method
@@ -35,19 +43,22 @@ means (and the accuracy's standard deviation) over seeds. The last line is exact
 for the methods run, in the order of --methods (the means are
 `darts_lit.collapse_figures.remedy_summary`'s). --add-to adds the methods run to a file
 written by --json before, refusing (before it searches) one with other settings or with
-one of these methods already in it.
+one of these methods already in it. --merge joins such files, written by runs in
+parallel with the same settings and different methods, into the --json file, and
+searches nothing.
 """
 
 import argparse
+import functools
 import json
 from pathlib import Path
 
 import torch
 from search_variants import check_run_args, run_all, run_parser, train_cell
 
-from darts_lit.collapse import PARAMETER_FREE, SPACES
+from darts_lit.collapse import PARAMETER_FREE, SPACES, cap_skips
 from darts_lit.collapse_figures import merge_results, remedy_summary
-from darts_lit.search import SearchConfig, search, search_result
+from darts_lit.search import SearchConfig, early_stop_epoch, search, search_result
 from darts_lit.utils import save_json
 
 METHODS = {"darts": {}, "darts_es": {"early_stop": "darts_es"},
@@ -64,33 +75,52 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = run_parser(__doc__, METHODS, search_epochs=16, steps_per_epoch=10)
     p.add_argument("--space", default="s2", choices=tuple(SPACES))
     p.add_argument("--hessian-batches", type=int, default=1)
+    p.add_argument("--weight-decay", type=float, default=3e-4,
+                   help="weight decay of w (every method but l2)")
+    p.add_argument("--arch-learning-rate", type=float, default=3e-4,
+                   help="Adam learning rate of α")
     p.add_argument("--json", metavar="FILE", default=None,
                    help="also write every result (λ_max, skips and parameter-free ops "
                    "per epoch, cells, accuracies) and the settings to FILE")
     p.add_argument("--add-to", metavar="FILE", default=None,
                    help="add this run's methods to the results in FILE (written by "
                    "--json), which must have the same settings and not these methods")
+    p.add_argument("--merge", metavar="FILE", nargs="+", default=None,
+                   help="search nothing: join these files (written by --json, with "
+                   "the same settings and different methods) into the --json file")
     args = p.parse_args(argv)
+    if args.merge:
+        if not args.json or args.add_to:
+            p.error("--merge needs --json (the file to write) and no --add-to")
+        try:
+            args.merged = functools.reduce(merge_results, [
+                read_results(p, f, "--merge") for f in args.merge])
+        except ValueError as e:
+            p.error(f"--merge: {e}")
+        return args
     check_run_args(p, args)
     if args.hessian_batches < 1:
         p.error("--hessian-batches must be ≥ 1")
+    if args.weight_decay < 0 or args.arch_learning_rate <= 0:
+        p.error("--weight-decay must be ≥ 0 and --arch-learning-rate > 0")
     if args.add_to:  # refuse now, not after hours of searching
         try:
-            merge_results(read_results(p, args.add_to), empty_results(args))
+            merge_results(read_results(p, args.add_to, "--add-to"),
+                          empty_results(args))
         except ValueError as e:
             p.error(f"--add-to {args.add_to}: {e}")
     return args
 
 
-def read_results(p: argparse.ArgumentParser, path: str) -> dict:
-    """The results stored in `path`, or a parser error naming the file."""
+def read_results(p: argparse.ArgumentParser, path: str, option: str) -> dict:
+    """The results stored in `path`, or a parser error naming `option` and the file."""
     try:
         stored = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
-        p.error(f"--add-to {path}: cannot read it ({e})")
+        p.error(f"{option} {path}: cannot read it ({e})")
     if not (isinstance(stored, dict) and isinstance(stored.get("settings"), dict)
             and isinstance(stored.get("results"), dict)):
-        p.error(f"--add-to {path}: not a results file written by --json (it needs "
+        p.error(f"{option} {path}: not a results file written by --json (it needs "
                 "'settings' and 'results')")
     return stored
 
@@ -100,15 +130,52 @@ def empty_results(args) -> dict:
     return {"settings": vars(args), "results": {m: [] for m in args.methods}}
 
 
+def method_config(method: str, seed: int, args) -> SearchConfig:
+    """The search of `method` for `seed` with the benchmark's settings."""
+    return SearchConfig(dataset=args.dataset, space=args.space,
+                        epochs=args.search_epochs, batch_size=args.batch_size,
+                        init_channels=args.init_channels,
+                        layers=args.layers, seed=seed, verbose=False, device="cpu",
+                        max_steps_per_epoch=args.steps_per_epoch or None,
+                        hessian_batches=args.hessian_batches,
+                        **{"weight_decay": args.weight_decay,
+                           "arch_learning_rate": args.arch_learning_rate,
+                           **METHODS[method]})  # l2 sets its own weight decay
+
+
+DERIVED = ("darts_es", "darts_plus", "darts_plus_min8", "pdarts_cap")
+
+
+def derived_history(history: list, config: SearchConfig) -> list:
+    """The history `config`'s search would record, from the history of the same search
+    without its early-stopping rule and skip cap (vanilla DARTS, same seed)."""
+    if config.max_skips is not None:  # P-DARTS: cap each epoch's normal cell
+        history = [{**r, "genotype": {**r["genotype"], "normal": [list(e) for e in
+                    cap_skips(torch.tensor(r["alphas"]["normal"], dtype=torch.float64)
+                              .log(), len(r["genotype"]["normal"]) // 2,
+                              config.max_skips, r["primitives"])]}} for r in history]
+    if config.early_stop == "none":
+        return history
+    for n in range(1, len(history) + 1):  # the epoch after which the rule fires
+        if (chosen := early_stop_epoch(history[:n], config)) is not None:
+            return history[:n - 1] + [{**history[n - 1], "early_stop": {
+                "rule": config.early_stop, "genotype_epoch": chosen}}]
+    return history
+
+
+VANILLA = {}  # seed → the history of `darts` searched earlier in this process
+
+
 def run(method: str, seed: int, args) -> dict:
-    """Search with `method`, train its result briefly; epochs, skips, λ_max, acc."""
-    cfg = SearchConfig(dataset=args.dataset, space=args.space,
-                       epochs=args.search_epochs, batch_size=args.batch_size,
-                       init_channels=args.init_channels,
-                       layers=args.layers, seed=seed, verbose=False, device="cpu",
-                       max_steps_per_epoch=args.steps_per_epoch or None,
-                       hessian_batches=args.hessian_batches, **METHODS[method])
-    history = search(cfg)
+    """Search with `method` (or derive its search from vanilla DARTS's, see
+    `derived_history`), train its result briefly; epochs, skips, λ_max, acc."""
+    cfg = method_config(method, seed, args)
+    if method in DERIVED and seed in VANILLA:
+        history = derived_history(VANILLA[seed], cfg)
+    else:
+        history = search(cfg)
+    if method == "darts":
+        VANILLA[seed] = history
     genotype = search_result(history)
     ops = [op for op, _ in genotype["normal"]]
     return {"epochs": len(history), "skips": ops.count("skip_connect"),
@@ -121,8 +188,26 @@ def run(method: str, seed: int, args) -> dict:
             "acc": train_cell(genotype, seed, args), "normal": ops}
 
 
+def summarise(methods: list, results: dict) -> None:
+    """Print each method's means over seeds, then the machine-readable line."""
+    means = remedy_summary(results)
+    for m, s in means.items():
+        print(f"{m:10s} mean: skips {s['skips']:.2f}, parameter-free {s['free']:.2f}, "
+              f"last λ_max {s['lam1']:.4f}, test acc {s['acc']:5.1f} ± {s['sd']:4.1f}%")
+    print(" ".join(f"{m}_acc={means[m]['acc']:.2f}" for m in methods) + " "
+          + " ".join(f"{m}_skips={means[m]['skips']:.2f}" for m in methods) + " "
+          + " ".join(f"{m}_free={means[m]['free']:.2f}" for m in methods) + " "
+          + " ".join(f"{m}_lam={means[m]['lam1']:.4f}" for m in methods))
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if args.merge:
+        merged = args.merged
+        merged["settings"]["json"] = args.json
+        save_json(merged, args.json)
+        summarise(merged["settings"]["methods"], merged["results"])
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"{args.dataset}, space {args.space}: search {args.search_epochs} epochs x "
@@ -141,14 +226,7 @@ def main(argv=None) -> None:
     if args.add_to:
         stored = json.loads(Path(args.add_to).read_text(encoding="utf-8"))
         save_json(merge_results(stored, run_results), args.add_to)
-    means = remedy_summary(results)
-    for m, s in means.items():
-        print(f"{m:10s} mean: skips {s['skips']:.2f}, parameter-free {s['free']:.2f}, "
-              f"last λ_max {s['lam1']:.4f}, test acc {s['acc']:5.1f} ± {s['sd']:4.1f}%")
-    print(" ".join(f"{m}_acc={means[m]['acc']:.2f}" for m in args.methods) + " "
-          + " ".join(f"{m}_skips={means[m]['skips']:.2f}" for m in args.methods) + " "
-          + " ".join(f"{m}_free={means[m]['free']:.2f}" for m in args.methods) + " "
-          + " ".join(f"{m}_lam={means[m]['lam1']:.4f}" for m in args.methods))
+    summarise(args.methods, results)
 
 
 if __name__ == "__main__":

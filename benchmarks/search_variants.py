@@ -41,6 +41,11 @@ def run_parser(doc: str, methods: dict, search_epochs: int,
     p.add_argument("--steps-per-epoch", type=int, default=steps_per_epoch,
                    help="batches per search epoch (0: the whole split)")
     p.add_argument("--train-epochs", type=int, default=3)
+    p.add_argument("--train-layers", type=int, default=None,
+                   help="cells of the network each result is trained in (default: "
+                   "--layers)")
+    p.add_argument("--train-channels", type=int, default=None,
+                   help="its initial channels (default: --init-channels)")
     p.add_argument("--init-channels", type=int, default=8)
     p.add_argument("--layers", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=32)
@@ -50,10 +55,13 @@ def run_parser(doc: str, methods: dict, search_epochs: int,
 
 def check_run_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """One line naming the options out of range (argparse's error, exit status 2)."""
-    if min(args.search_epochs, args.train_epochs, args.init_channels) < 1 or \
-            args.layers < 3 or args.steps_per_epoch < 0:
-        p.error("epochs and --init-channels must be ≥ 1, --layers ≥ 3, "
-                "--steps-per-epoch ≥ 0")
+    channels = [args.init_channels] + [args.train_channels] * (
+        args.train_channels is not None)
+    layers = [args.layers] + [args.train_layers] * (args.train_layers is not None)
+    if min(args.search_epochs, args.train_epochs, *channels) < 1 or min(layers) < 3 \
+            or args.steps_per_epoch < 0:
+        p.error("epochs, --init-channels and --train-channels must be ≥ 1, --layers "
+                "and --train-layers ≥ 3, --steps-per-epoch ≥ 0")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -80,13 +88,15 @@ def run(method: str, seed: int, args) -> dict:
 
 def train_cell(genotype: dict, seed: int, args) -> float:
     """Test accuracy (%) of a genotype's small `NetworkCIFAR`, trained from scratch
-    for `args.train_epochs` epochs at the search's width and depth."""
+    for `args.train_epochs` epochs (at the search's width and depth unless
+    --train-channels / --train-layers say otherwise)."""
     from darts_lit.genotypes import genotype_from_dict
 
     history = train(TrainConfig(genotype=genotype_from_dict(genotype),
                                 dataset=args.dataset, epochs=args.train_epochs,
                                 batch_size=args.batch_size,
-                                init_channels=args.init_channels, layers=args.layers,
+                                init_channels=args.train_channels or args.init_channels,
+                                layers=args.train_layers or args.layers,
                                 auxiliary=False, seed=seed, verbose=False,
                                 cutout_length=4 if args.dataset == "digits" else 16,
                                 device="cpu"))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _helpers import strip_time
 from torch.func import functional_call
 from torch.nn import functional as F
 
@@ -16,6 +17,7 @@ from darts_lit.collapse import (
     SPACES,
     cap_skips,
     capped_genotype,
+    cell_stats,
     darts_es_stop,
     darts_plus_stop,
     edge_entropy,
@@ -431,3 +433,82 @@ def test_collapse_benchmark_adds_methods_to_stored_results(tmp_path):
     wrong = _collapse_bench("--methods", "l2", "--add-to", str(other))
     assert wrong.returncode == 2 and "Traceback" not in wrong.stderr
     assert "not a results file written by --json" in wrong.stderr
+
+
+def test_collapse_benchmark_merges_runs_made_in_parallel(tmp_path):
+    """--merge joins files of different methods (same settings) into --json without
+    searching, prints their summary; a method in two files, a missing --json or a file
+    that is not a result are refused with one line, nothing written."""
+    from darts_lit.collapse_figures import merge_results, remedy_summary
+
+    a, b, ab = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "ab.json"
+    for file, method in ((a, "darts"), (b, "l2")):
+        done = _collapse_bench("--methods", method, "--json", str(file),
+                               "--train-layers", "4", "--train-channels", "3")
+        assert done.returncode == 0, done.stderr[-2000:]
+    joined = _collapse_bench("--merge", str(a), str(b), "--json", str(ab))
+    assert joined.returncode == 0, joined.stderr[-2000:]
+    assert "search" not in joined.stdout  # no search header: nothing was run
+    merged = json.loads(ab.read_text())
+    expected = merge_results(json.loads(a.read_text()), json.loads(b.read_text()))
+    assert merged["results"] == expected["results"]
+    assert merged["settings"]["methods"] == ["darts", "l2"]
+    assert merged["settings"]["train_layers"] == 4
+    last = dict(kv.split("=") for kv in joined.stdout.strip().splitlines()[-1].split())
+    s = remedy_summary(merged["results"])
+    assert list(last) == ["darts_acc", "l2_acc", "darts_skips", "l2_skips",
+                          "darts_free", "l2_free", "darts_lam", "l2_lam"]
+    assert float(last["l2_lam"]) == pytest.approx(s["l2"]["lam1"], abs=5e-5)
+    for extra, words in [((str(a), str(a), "--json", str(tmp_path / "x.json")),
+                          "already stored: darts"), ((str(a), str(b)), "needs --json"),
+                         ((str(a), str(tmp_path / "no.json"), "--json",
+                           str(tmp_path / "x.json")), "cannot read it")]:
+        bad = _collapse_bench("--merge", *extra)
+        assert bad.returncode == 2 and words in bad.stderr, bad.stderr
+        assert "Traceback" not in bad.stderr
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_collapse_benchmark_derives_stopping_and_capping_from_vanillas_search(
+        monkeypatch):
+    """DARTS-ES, DARTS+ (with and without a minimum) and the skip cap, derived from
+    vanilla DARTS's history by the benchmark, give the records their own searches
+    give, bit for bit (but the seconds); DARTS-ES also where it fires, on a λ_max
+    made to grow by half each epoch."""
+    import importlib.util
+
+    from darts_lit import collapse
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.syspath_prepend(str(root / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("collapse_bench",
+                                                  root / "benchmarks" / "collapse.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    args = bench.parse_args(["--space", "s2", "--search-epochs", "12",
+                             "--steps-per-epoch", "1", "--init-channels", "2",
+                             "--layers", "3", "--batch-size", "8", "--weight-decay",
+                             "0", "--arch-learning-rate", "3e-2"])
+
+    def both(method):
+        cfg = bench.method_config(method, 1, args)
+        derived = bench.derived_history(vanilla, cfg)
+        assert strip_time(derived) == strip_time(search(cfg)), method
+        return derived
+
+    vanilla = search(bench.method_config("darts", 1, args))
+    assert max(r["skips"] for r in vanilla) > 2  # so the cap has work to do
+    capped = both("pdarts_cap")
+    assert all(cell_stats(r["genotype"]["normal"])["skips"] <= 2 for r in capped)
+    assert capped[-1]["genotype"] != vanilla[-1]["genotype"]
+    for method in ("darts_plus", "darts_plus_min8"):
+        assert "early_stop" in both(method)[-1]  # each rule fires here
+    assert len(both("darts_es")) == 12  # the real λ_max does not grow enough
+
+    calls = []
+    monkeypatch.setattr(collapse, "hessian_eigenvalue",
+                        lambda *a, **k: 1.5 ** len(calls.append(0) or calls))
+    vanilla = search(bench.method_config("darts", 1, args))
+    calls.clear()
+    stopped = both("darts_es")
+    assert len(stopped) == 10 and stopped[-1]["early_stop"]["genotype_epoch"] == 3
