@@ -161,8 +161,32 @@ def _arch_scenario(out: Path) -> dict:
     return results
 
 
+def _recompute_scenario(out: Path) -> dict:
+    """A second-order search with λ_max, with and without recomputed cells; how many
+    cells went through `checkpoint`."""
+    from darts_lit import recompute
+    from darts_lit.search import SearchConfig, search
+
+    calls, real = [], recompute.checkpoint
+
+    def counting(fn, *args, **kwargs):
+        calls.append(fn)
+        return real(fn, *args, **kwargs)
+
+    recompute.checkpoint = counting
+    runs = {}
+    for on in (False, True):
+        final = {}
+        cfg = SearchConfig(epochs=2, unrolled=True, hessian_batches=1,
+                           recompute_cells=on, **SEARCH)
+        history = search(cfg, on_epoch_end=lambda r, parts, f=final: f.update(
+            _state(parts.model)))
+        runs[on] = {"state": final, "history": history, "calls": len(calls)}
+    return runs
+
+
 SCENARIOS = {"search": _search_scenario, "train": _train_scenario,
-             "arch": _arch_scenario}
+             "arch": _arch_scenario, "recompute": _recompute_scenario}
 
 
 def _same(a: dict, b: dict) -> bool:
@@ -226,6 +250,17 @@ def test_two_process_search_records_the_single_process_lambda_max(search_runs):
 def test_two_process_search_resumes_bit_exactly(search_runs):
     _, (r0, r1) = search_runs
     assert _same(r0["straight"], r0["resumed"]) and _same(r1["straight"], r1["resumed"])
+
+
+def test_two_process_search_recomputing_cells_is_bit_exact(tmp_path):
+    """--recompute-cells under torchrun: the same history, α, weights and statistics
+    as the run that keeps every activation, on both ranks."""
+    for r in spawn("recompute", tmp_path):
+        keep, again = r[False], r[True]
+        assert keep["calls"] == 0 and again["calls"] > 0  # the cells were recomputed
+        assert _same(keep["state"], again["state"])
+        assert [{**h, "seconds": 0} for h in keep["history"]] == [
+            {**h, "seconds": 0} for h in again["history"]]
 
 
 def test_two_process_training_identical_weights(tmp_path):
