@@ -143,17 +143,22 @@ def method_config(method: str, seed: int, args) -> SearchConfig:
                            **METHODS[method]})  # l2 sets its own weight decay
 
 
-DERIVED = ("darts_es", "darts_plus", "darts_plus_min8", "pdarts_cap")
+# the methods that only stop vanilla DARTS's search early or cap its derived cell
+DERIVED = tuple(m for m, settings in METHODS.items() if settings and set(settings)
+                <= {"early_stop", "early_stop_min_epochs", "max_skips"})
 
 
 def derived_history(history: list, config: SearchConfig) -> list:
     """The history `config`'s search would record, from the history of the same search
     without its early-stopping rule and skip cap (vanilla DARTS, same seed)."""
-    if config.max_skips is not None:  # P-DARTS: cap each epoch's normal cell
-        history = [{**r, "genotype": {**r["genotype"], "normal": [list(e) for e in
-                    cap_skips(torch.tensor(r["alphas"]["normal"], dtype=torch.float64)
-                              .log(), len(r["genotype"]["normal"]) // 2,
-                              config.max_skips, r["primitives"])]}} for r in history]
+    def capped(r):  # P-DARTS's cap on one epoch's normal cell
+        alpha = torch.tensor(r["alphas"]["normal"], dtype=torch.float64).log()
+        normal = cap_skips(alpha, len(r["genotype"]["normal"]) // 2, config.max_skips,
+                           r["primitives"])  # softmax(log softmax(α)) = softmax(α)
+        return {**r, "genotype": {**r["genotype"], "normal": [list(e) for e in normal]}}
+
+    if config.max_skips is not None:
+        history = [capped(r) for r in history]
     if config.early_stop == "none":
         return history
     for n in range(1, len(history) + 1):  # the epoch after which the rule fires
