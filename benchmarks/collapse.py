@@ -90,8 +90,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                    "the same settings and different methods) into the --json file")
     args = p.parse_args(argv)
     if args.merge:
-        if not args.json or args.add_to:
-            p.error("--merge needs --json (the file to write) and no --add-to")
+        given = [k for k, v in vars(args).items()
+                 if k not in ("merge", "json") and v != p.get_default(k)]
+        if not args.json or given:
+            named = ", ".join("--" + k.replace("_", "-") for k in given) or "none"
+            p.error("--merge needs --json (the file to write) and no other option "
+                    f"(given: {named})")
         try:
             args.merged = functools.reduce(merge_results, [
                 read_results(p, f, "--merge") for f in args.merge])

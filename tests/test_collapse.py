@@ -385,15 +385,17 @@ def test_darts_es_can_fire_first_after_the_tenth_epoch():
 
 
 # ---- benchmarks/collapse.py ------------------------------------------------------
-def _collapse_bench(*args):
+def _collapse_bench(*args, tiny=True):
+    """benchmarks/collapse.py with `args`, after the options of a tiny run if `tiny`."""
     import subprocess
     import sys
 
     root = Path(__file__).resolve().parents[1]
+    small = ["--seeds", "1", "--search-epochs", "2", "--steps-per-epoch", "2",
+             "--train-epochs", "1", "--init-channels", "2", "--layers", "3",
+             "--batch-size", "8", "--threads", "1"] if tiny else []
     return subprocess.run(
-        [sys.executable, "benchmarks/collapse.py", "--seeds", "1", "--search-epochs",
-         "2", "--steps-per-epoch", "2", "--train-epochs", "1", "--init-channels", "2",
-         "--layers", "3", "--batch-size", "8", "--threads", "1", *args],
+        [sys.executable, "benchmarks/collapse.py", *small, *args],
         cwd=root, capture_output=True, text=True, timeout=600,
         env={"PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"})
 
@@ -446,7 +448,7 @@ def test_collapse_benchmark_merges_runs_made_in_parallel(tmp_path):
         done = _collapse_bench("--methods", method, "--json", str(file),
                                "--train-layers", "4", "--train-channels", "3")
         assert done.returncode == 0, done.stderr[-2000:]
-    joined = _collapse_bench("--merge", str(a), str(b), "--json", str(ab))
+    joined = _collapse_bench("--merge", str(a), str(b), "--json", str(ab), tiny=False)
     assert joined.returncode == 0, joined.stderr[-2000:]
     assert "search" not in joined.stdout  # no search header: nothing was run
     merged = json.loads(ab.read_text())
@@ -461,9 +463,11 @@ def test_collapse_benchmark_merges_runs_made_in_parallel(tmp_path):
     assert float(last["l2_lam"]) == pytest.approx(s["l2"]["lam1"], abs=5e-5)
     for extra, words in [((str(a), str(a), "--json", str(tmp_path / "x.json")),
                           "already stored: darts"), ((str(a), str(b)), "needs --json"),
+                         ((str(a), str(b), "--json", str(tmp_path / "x.json"),
+                           "--methods", "l2"), "no other option (given: --methods"),
                          ((str(a), str(tmp_path / "no.json"), "--json",
                            str(tmp_path / "x.json")), "cannot read it")]:
-        bad = _collapse_bench("--merge", *extra)
+        bad = _collapse_bench("--merge", *extra, tiny=False)
         assert bad.returncode == 2 and words in bad.stderr, bad.stderr
         assert "Traceback" not in bad.stderr
     assert not (tmp_path / "x.json").exists()
