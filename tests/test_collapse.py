@@ -473,15 +473,9 @@ def test_collapse_benchmark_merges_runs_made_in_parallel(tmp_path):
     assert not (tmp_path / "x.json").exists()
 
 
-def test_collapse_benchmark_derives_stopping_and_capping_from_vanillas_search(
-        monkeypatch):
-    """DARTS-ES, DARTS+ (with and without a minimum) and the skip cap, derived from
-    vanilla DARTS's history by the benchmark, give the records their own searches
-    give, bit for bit (but the seconds); DARTS-ES also where it fires, on a λ_max
-    made to grow by half each epoch."""
+def _collapse_module(monkeypatch):
+    """benchmarks/collapse.py imported as a module."""
     import importlib.util
-
-    from darts_lit import collapse
 
     root = Path(__file__).resolve().parents[1]
     monkeypatch.syspath_prepend(str(root / "benchmarks"))
@@ -489,6 +483,40 @@ def test_collapse_benchmark_derives_stopping_and_capping_from_vanillas_search(
                                                   root / "benchmarks" / "collapse.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_collapse_benchmark_trains_each_cell_once_per_seed(monkeypatch):
+    """Training a cell twice (same seed) gives the same accuracy to the last bit, which
+    is what lets `trained_accuracy` reuse it; it trains once per cell and seed."""
+    bench = _collapse_module(monkeypatch)
+    args = bench.parse_args(["--train-epochs", "1", "--init-channels", "2",
+                             "--layers", "3", "--batch-size", "8"])
+    cell = {"normal": [["skip_connect", 0], ["sep_conv_3x3", 1]] * 4,
+            "normal_concat": [2, 3, 4, 5],
+            "reduce": [["sep_conv_3x3", 0], ["skip_connect", 1]] * 4,
+            "reduce_concat": [2, 3, 4, 5]}
+    other = {**cell, "normal": [["sep_conv_3x3", 0], ["sep_conv_3x3", 1]] * 4}
+    first, again = (bench.train_cell(cell, 1, args) for _ in range(2))
+    assert first == again
+    calls = []  # from here on, "training" returns the number of trainings so far
+    monkeypatch.setattr(bench, "train_cell",
+                        lambda g, seed, a: float(len(calls.append((g, seed)) or calls)))
+    assert [bench.trained_accuracy(g, seed, args) for g, seed in [
+        (cell, 1), (dict(reversed(cell.items())), 1), (other, 1), (cell, 2),
+        (other, 1)]] == [1.0, 1.0, 2.0, 3.0, 2.0]
+    assert calls == [(cell, 1), (other, 1), (cell, 2)]
+
+
+def test_collapse_benchmark_derives_stopping_and_capping_from_vanillas_search(
+        monkeypatch):
+    """DARTS-ES, DARTS+ (with and without a minimum) and the skip cap, derived from
+    vanilla DARTS's history by the benchmark, give the records their own searches
+    give, bit for bit (but the seconds); DARTS-ES also where it fires, on a λ_max
+    made to grow by half each epoch."""
+    from darts_lit import collapse
+
+    bench = _collapse_module(monkeypatch)
     args = bench.parse_args(["--space", "s2", "--search-epochs", "12",
                              "--steps-per-epoch", "1", "--init-channels", "2",
                              "--layers", "3", "--batch-size", "8", "--weight-decay",
