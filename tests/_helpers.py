@@ -2,6 +2,14 @@
 
 import torch
 
+from darts_lit.search import SearchConfig
+
+# a search of seconds: 2 epochs of 2 steps on the digits, a 3-cell supernet of 2 nodes
+TINY_SEARCH = SearchConfig(dataset="digits", epochs=2, batch_size=16, init_channels=2,
+                           layers=3, steps=2, multiplier=2, max_steps_per_epoch=2,
+                           seed=5, device="cpu", verbose=False)
+
+
 def same(a, b) -> bool:
     """Bit-for-bit equality of nested tensors, dicts, lists and plain values."""
     if isinstance(a, torch.Tensor):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _helpers import strip_time
+from _helpers import TINY_SEARCH, strip_time
 from torch.func import functional_call
 from torch.nn import functional as F
 
@@ -31,11 +31,9 @@ from darts_lit.config import ConfigError
 from darts_lit.model_search import Network, derive_cell
 from darts_lit.ops import PRIMITIVES
 from darts_lit.pc_darts import PCNetwork, edge_weights
-from darts_lit.search import SearchConfig, early_stop_epoch, search, search_result
+from darts_lit.search import early_stop_epoch, search, search_result
 
-TINY = SearchConfig(dataset="digits", epochs=2, batch_size=16, init_channels=2,
-                    layers=3, steps=2, multiplier=2, max_steps_per_epoch=2, seed=5,
-                    device="cpu", verbose=False)
+TINY = TINY_SEARCH
 
 
 def _tiny_net(primitives=PRIMITIVES, seed=0):

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 import torch
-from _helpers import same
+from _helpers import TINY_SEARCH, same
 
 from darts_lit.config import ConfigError
 from darts_lit.data import get_dataset
@@ -21,9 +21,7 @@ from darts_lit.search import (
 )
 from darts_lit.utils import NonFiniteLossError, load_checkpoint
 
-TINY = SearchConfig(dataset="digits", epochs=2, batch_size=16, init_channels=2,
-                    layers=3, steps=2, multiplier=2, max_steps_per_epoch=2, seed=5,
-                    device="cpu", verbose=False)
+TINY = TINY_SEARCH
 
 
 def test_defaults_are_the_papers():
