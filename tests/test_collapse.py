@@ -402,7 +402,7 @@ def test_collapse_benchmark_adds_methods_to_stored_results(tmp_path):
     """--json writes a run, --add-to merges another run's methods into it; the last
     line is remedy_summary of the results; other settings or a stored method are
     refused before any search, naming the file, and leave it as it was."""
-    from darts_lit.collapse_figures import remedy_summary
+    from darts_lit.remedies import remedy_summary
 
     file = tmp_path / "results.json"
     first = _collapse_bench("--methods", "darts", "--json", str(file))
@@ -439,7 +439,7 @@ def test_collapse_benchmark_merges_runs_made_in_parallel(tmp_path):
     """--merge joins files of different methods (same settings) into --json without
     searching, prints their summary; a method in two files, a missing --json or a file
     that is not a result are refused with one line, nothing written."""
-    from darts_lit.collapse_figures import merge_results, remedy_summary
+    from darts_lit.remedies import merge_results, remedy_summary
 
     a, b, ab = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "ab.json"
     for file, method in ((a, "darts"), (b, "l2")):
