@@ -173,14 +173,18 @@ class Network(nn.Module):
         for cell in self.cells:
             cell.impl = check_impl(value)
 
-# %% ../book/05_model_search.md #7a84344c
+# %% ../book/05_model_search.md #c099c0ff
 def derivation_weights(alpha: torch.Tensor,
                        edge_weights: torch.Tensor | None = None) -> torch.Tensor:
-    """What derivation ranks: softmax(α) [num_edges, num_ops] (on the CPU), each row
-    times its edge's β weight when PC-DARTS's `edge_weights` [num_edges] are given."""
-    W = F.softmax(alpha.detach().float().cpu(), dim=-1)  # [k, num_ops]
+    """What derivation ranks: softmax(α) [num_edges, num_ops] on the CPU in α's precision
+    (half precision in float32), each row times its edge's β weight when PC-DARTS's
+    `edge_weights` [num_edges] are given."""
+    a = alpha.detach().cpu()
+    if a.dtype in (torch.float16, torch.bfloat16):
+        a = a.float()  # 8 or 11 bits of mantissa would tie what float32 tells apart
+    W = F.softmax(a, dim=-1)  # [k, num_ops], in the dtype the reference code uses
     if edge_weights is not None:  # PC-DARTS: each edge scaled by its node's β weight
-        W = W * edge_weights.detach().float().cpu()[:, None]
+        W = W * edge_weights.detach().cpu().to(W.dtype)[:, None]
     return W
 
 
