@@ -436,3 +436,38 @@ def test_genotypes_module_has_the_tools():
                  "genotype_from_dict", "parse_genotype", "save_genotype",
                  "load_genotype", "plot_cell", "plot_alphas", "GenotypeError"):
         assert name in G.__all__
+
+
+def test_a_float64_network_derives_its_genotype_in_float64():
+    """`none` 200 above the rest on every edge: the other ops' weights (about 1e-87)
+    exist in float64 only. The genotype follows a float64 softmax computed here with
+    math.exp, edge by edge, by the paper's rule; in float32 every candidate is 0."""
+    import math
+
+    torch.manual_seed(0)
+    net = Network(2, 10, 3, steps=2, multiplier=2).double()
+    with torch.no_grad():
+        for a in (net.alphas_normal, net.alphas_reduce):
+            a.copy_(torch.rand_like(a))
+            a[:, PRIMITIVES.index("none")] = 200.0
+
+    def by_rule(alpha):  # softmax in Python floats (float64), then the paper's rule
+        rows = alpha.tolist()
+        w = [[math.exp(x - max(r)) / sum(math.exp(y - max(r)) for y in r) for x in r]
+             for r in rows]
+        ops = [o for o in range(len(PRIMITIVES)) if PRIMITIVES[o] != "none"]
+        gene, start = [], 0
+        for i in range(2):
+            edges = w[start:start + i + 2]
+            strength = [max(e[o] for o in ops) for e in edges]
+            for j in sorted(range(i + 2), key=lambda j: -strength[j])[:2]:
+                gene.append((PRIMITIVES[max(ops, key=edges[j].__getitem__)], j))
+            start += i + 2
+        return gene
+
+    g = net.genotype()
+    assert g.normal == by_rule(net.alphas_normal)
+    assert g.reduce == by_rule(net.alphas_reduce)
+    assert min(min(r) for r in F.softmax(net.alphas_normal, -1).tolist()) > 0.0
+    assert F.softmax(net.alphas_normal.float(), -1)[:, 1:].max() == 0.0  # float32: ties
+    assert derive_cell(net.alphas_normal.float(), 2) != g.normal
