@@ -173,12 +173,12 @@ class Network(nn.Module):
         for cell in self.cells:
             cell.impl = check_impl(value)
 
-# %% ../book/05_model_search.md #c099c0ff
+# %% ../book/05_model_search.md #58aac4b2
 def derivation_weights(alpha: torch.Tensor,
                        edge_weights: torch.Tensor | None = None) -> torch.Tensor:
-    """What derivation ranks: softmax(α) [num_edges, num_ops] on the CPU in α's precision
-    (half precision in float32), each row times its edge's β weight when PC-DARTS's
-    `edge_weights` [num_edges] are given."""
+    """What derivation ranks: softmax(α) [num_edges, num_ops] on the CPU, in α's
+    precision (half precision in float32), each row times its edge's β weight when
+    PC-DARTS's `edge_weights` [num_edges] are given."""
     a = alpha.detach().cpu()
     if a.dtype in (torch.float16, torch.bfloat16):
         a = a.float()  # 8 or 11 bits of mantissa would tie what float32 tells apart
