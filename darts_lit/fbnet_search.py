@@ -5,7 +5,7 @@ __all__ = ['fbnet_search_epoch', 'FBNetSearchConfig', 'fbnet_objective',
            'fbnet_search_data', 'fbnet_search_latency', 'fbnet_search_epoch_row',
            'save_fbnet_architectures', 'fbnet_search', 'train_and_evaluate']
 
-# %% ../book/13_fbnet_search.md #01ffabfe
+# %% ../book/13_fbnet_search.md #ba3bdd9f
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -56,7 +56,8 @@ from darts_lit.utils import (
 from . import runs
 from .data import DATASETS, get_dataset, search_loaders
 from .latency_table import auto_clock
-from .search import SearchConfig, seed_loaders, single_level_loader
+from .search import SearchConfig, seed_loaders
+from .single_level import single_level_loader
 
 # %% ../book/13_fbnet_search.md #6a5007db
 def fbnet_search_epoch(model: FBNetSupernet, loader, optimizer, *, tau: float,
