@@ -180,7 +180,7 @@ class SearchConfig(RunConfig):
                                f"{self.multiplier}")
         super().check()  # the device
 
-# %% ../book/08_search.md #53033dbe
+# %% ../book/08_search.md #21ba78c6
 @dataclass
 class SearchParts:
     """The objects of a running search."""
@@ -200,13 +200,13 @@ class SearchParts:
 def build_search(config: SearchConfig, arch_objective=None) -> SearchParts:
     """Data, network, optimizers, schedule and architect for `config`."""
     device = distributed.init_from_env(config.device)
+    if config.single_level and distributed.is_distributed():  # before any data load
+        raise config_error(config, "single_level", "runs on one process; start it "
+                           "without torchrun")
     data, info = get_dataset(config.dataset, config.data_dir, train=True,
                              verbose=config.verbose and distributed.is_main(),
                              image_size=config.image_size)
     if config.single_level:  # w and α share the whole training set: no validation
-        if distributed.is_distributed():
-            raise config_error(config, "single_level", "runs on one process; start it "
-                               "without torchrun")
         train_loader, valid_loader = single_level_loader(data, config), None
     else:
         make_loaders = (distributed.shard_search_loaders

@@ -216,6 +216,22 @@ def test_single_level_trains_w_and_alpha_on_the_whole_training_set(tmp_path):
         search(cfg, unrolled=True)
 
 
+
+def test_single_level_under_torchrun_is_refused_before_the_data_is_loaded(monkeypatch):
+    """Several processes: one message naming single_level, and no data set read."""
+    from darts_lit import distributed
+    from darts_lit import search as search_module
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("the data set was loaded before the refusal")
+
+    monkeypatch.setattr(distributed, "init_from_env", lambda dev: torch.device("cpu"))
+    monkeypatch.setattr(distributed, "is_distributed", lambda: True)
+    monkeypatch.setattr(search_module, "get_dataset", no_data)
+    with pytest.raises(ConfigError, match="^single_level: runs on one process; start "
+                       "it without torchrun"):
+        build_search(replace(TINY, single_level=True))
+
 def test_pc_darts_settings(tmp_path):
     """PC-DARTS builds its network, records β, and refuses settings it cannot honour."""
     parts = build_search(replace(TINY, **PC))
