@@ -156,6 +156,10 @@ def run_test(args) -> int:
         resolve_device(args.device)
     except RuntimeError as e:
         raise ValueError(f"--device: {str(e).split(';')[0]}") from None
+    if not Path(args.checkpoint).is_file():
+        raise FileNotFoundError(f"--checkpoint: no checkpoint at {args.checkpoint}; "
+                                "give the checkpoint.pt of a `darts-lit train` or "
+                                "`train-fbnet` run folder")
     evaluate = evaluate_checkpoint
     if read_checkpoint(args.checkpoint, ("train", "train-fbnet"))["kind"] != "train":
         from darts_lit.fbnet_train import evaluate_fbnet_checkpoint as evaluate

@@ -113,7 +113,9 @@ def run_export(args) -> int:
     if args.batch_size < 1:
         raise ValueError(f"--batch-size: must be an integer ≥ 1, got {args.batch_size}")
     if not Path(args.checkpoint).is_file():
-        raise FileNotFoundError(f"--checkpoint: no checkpoint at {args.checkpoint}")
+        raise FileNotFoundError(f"--checkpoint: no checkpoint at {args.checkpoint}; "
+                                "give the checkpoint.pt of a `darts-lit train` or "
+                                "`train-fbnet` run folder")
     formats = args.formats
     if formats is None:
         formats = [f for f in outputs.EXPORT_FORMATS

@@ -78,9 +78,14 @@ def test_plot_a_genotype_in_each_format(tmp_path, capsys):
     (["plot", "--genotype", "DARTS_V2"], "--genotype draws one genotype into --out"),
     (["plot", "--genotype", "DARTS_V2", "--out", "x.gif"], "must end in .png, .svg"),
     (["plot", "--genotype", "NOT_A_CELL", "--out", "x.png"], "NOT_A_CELL"),
-    (["export", "--checkpoint", "missing.pt", "--out", "x"], "no checkpoint at"),
+    (["export", "--checkpoint", "missing.pt", "--out", "x"], "--checkpoint: no "
+     "checkpoint at missing.pt; give the checkpoint.pt of a `darts-lit train` or "
+     "`train-fbnet` run folder"),
+    (["test", "--checkpoint", "missing.pt"], "--checkpoint: no checkpoint at "
+     "missing.pt; give the checkpoint.pt of a `darts-lit train` or `train-fbnet` run "
+     "folder"),
 ])
-def test_plot_and_export_errors_are_one_line(argv, words, tmp_path, monkeypatch,
+def test_plot_export_and_test_errors_are_one_line(argv, words, tmp_path, monkeypatch,
                                              capsys):
     monkeypatch.chdir(tmp_path)
     assert main(argv) == 1
