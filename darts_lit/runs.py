@@ -7,9 +7,10 @@ __all__ = ['CHECKPOINT', 'CHECKPOINT_VERSION', 'KINDS', 'FREE_ON_RESUME',
            'save_figure', 'edge_names', 'tensorboard_scalars', 'log_tensorboard',
            'save_history', 'check_finite_state', 'nan_advice', 'nan_policy']
 
-# %% ../book/06_runs.md #ebcb85be
+# %% ../book/06_runs.md #245a6a64
 import contextlib
 import json
+import os
 from dataclasses import fields
 from pathlib import Path
 
@@ -30,7 +31,7 @@ def stale_temporaries(folder) -> list[Path]:
     """Half-written files (`.name.*.tmp`) left in `folder` by a killed run."""
     return sorted(Path(folder).glob(".*.tmp")) if Path(folder).is_dir() else []
 
-# %% ../book/06_runs.md #650d17ae
+# %% ../book/06_runs.md #299050ed
 def open_run(config) -> Path | None:
     """Check `config.out_dir` against `config.resume`, remove stale temporaries."""
     name = lambda n: option_name(type(config), n)  # noqa: E731
@@ -40,6 +41,13 @@ def open_run(config) -> Path | None:
                                "the run to continue")
         return None
     out = Path(config.out_dir)
+    existing = next(p for p in (out, *out.parents) if p.exists())  # at worst "." or "/"
+    if not existing.is_dir():
+        raise config_error(config, "out_dir", f"{existing} is a file, not a folder; "
+                           "give the folder the run is written into")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise config_error(config, "out_dir", f"cannot write into {existing}; give a "
+                           "folder this user may write into")
     held = (out / CHECKPOINT).exists()
     if held and not config.resume:
         raise RunError(f"{out} already holds a run; continue it with "

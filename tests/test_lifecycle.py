@@ -100,6 +100,32 @@ def test_device_and_choices(tmp_path, capsys):
 
 
 
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+@pytest.mark.parametrize("under", [False, True], ids=["file", "under-a-file"])
+def test_an_out_that_is_a_file_is_refused_before_any_work(command, under, tmp_path,
+                                                          capsys):
+    """--out naming a file (or a path below one): one line naming --out, before the
+    data is read or an epoch is run, and the file is left as it was."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("keep me")
+    out = blocker / "run" if under else blocker
+    assert main([command, "--out", str(out), "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert err == (f"darts-lit {command}: error: --out: {blocker} is a file, not a "
+                   "folder; give the folder the run is written into\n")
+    assert blocker.read_text() == "keep me"
+
+
+def test_an_out_that_cannot_be_written_is_refused(tmp_path, capsys, monkeypatch):
+    from darts_lit import runs
+
+    monkeypatch.setattr(runs.os, "access", lambda path, mode: False)
+    assert main(["search", "--out", str(tmp_path / "run"), "--device", "cpu"]) == 1
+    assert capsys.readouterr().err == (f"darts-lit search: error: --out: cannot write "
+                                       f"into {tmp_path}; give a folder this user may "
+                                       "write into\n")
+
 def test_corrupt_text_and_latency_table_name_the_file(tmp_path, capsys):
     ptb = tmp_path / "ptb"
     ptb.mkdir()
