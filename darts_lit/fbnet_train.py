@@ -43,7 +43,7 @@ from .fbnet import fbnet_network
 from .fbnet_search import FBNetSearchConfig
 from .ops import count_parameters
 
-# %% ../book/13_fbnet_train.md #6cb61204
+# %% ../book/13_fbnet_train.md #cd611bc2
 @dataclass
 class TrainFBNetConfig(RunConfig):
     """Settings of training a network of FBNet's space from scratch."""
@@ -81,13 +81,18 @@ class TrainFBNetConfig(RunConfig):
     compile: str = same_as(TrainConfig, "compile")
 
     def check(self) -> None:
-        """The architecture is a known name or an existing file (then the run's
-        checks)."""
-        if (self.architecture not in FBNET_ARCHS
-                and not Path(self.architecture).expanduser().is_file()):
-            raise config_error(self, "architecture", f"{self.architecture!r} is "
-                               f"neither {', '.join(FBNET_ARCHS)} nor an "
-                               "architecture.json file")
+        """The architecture is a known name or a readable architecture file (then
+        the run's checks)."""
+        if self.architecture not in FBNET_ARCHS:
+            path = Path(self.architecture).expanduser()
+            if not path.is_file():
+                raise config_error(self, "architecture", f"{self.architecture!r} is "
+                                   f"neither {', '.join(FBNET_ARCHS)} nor an "
+                                   "architecture.json file")
+            try:  # read now: a bad file costs a second, not a data load
+                load_architecture(path)
+            except ValueError as e:
+                raise config_error(self, "architecture", str(e)) from None
         check_image_data(self)
         super().check()
 

@@ -242,6 +242,12 @@ def test_corrupt_inputs_name_the_file(tmp_path, capsys):
     assert main(["train-rnn", "--genotype", str(bad),
                  "--out", str(tmp_path / "u")]) == 1
     assert f"genotype file {bad}:" in capsys.readouterr().err
+    assert main(["train-fbnet", "--architecture", str(bad), "--dataset", "digits",
+                 "--out", str(tmp_path / "f")]) == 1
+    out, err = capsys.readouterr()
+    assert err.startswith(f"darts-lit train-fbnet: error: --architecture: {bad}: not "
+                          "an FBNet architecture file") and err.count("\n") == 1, err
+    assert "digits" not in out  # refused before the data set was loaded
 
 
 def test_no_import_cycles_between_modules():
