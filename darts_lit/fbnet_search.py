@@ -5,7 +5,7 @@ __all__ = ['fbnet_search_epoch', 'FBNetSearchConfig', 'fbnet_objective',
            'fbnet_search_data', 'fbnet_search_latency', 'fbnet_search_epoch_row',
            'save_fbnet_architectures', 'fbnet_search', 'train_and_evaluate']
 
-# %% ../book/13_fbnet_search.md #ba3bdd9f
+# %% ../book/13_fbnet_search.md #763e956e
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -55,7 +55,7 @@ from darts_lit.utils import (
 
 from . import runs
 from .data import DATASETS, get_dataset, search_loaders
-from .latency_table import auto_clock
+from .latency_table import auto_clock, read_table_file
 from .search import SearchConfig, seed_loaders
 from .single_level import single_level_loader
 
@@ -95,7 +95,7 @@ def fbnet_search_epoch(model: FBNetSupernet, loader, optimizer, *, tau: float,
         n += len(y)
     return {"ce": ce_sum / n, "acc": acc_sum / n, "lat": lat_sum / n}
 
-# %% ../book/13_fbnet_search.md #c27c93ef
+# %% ../book/13_fbnet_search.md #97815518
 @dataclass
 class FBNetSearchConfig(RunConfig):
     """Settings of an FBNet search; the paper's values where it gives them."""
@@ -183,14 +183,27 @@ class FBNetSearchConfig(RunConfig):
     seed: int = option(0, "random seed", ge=0)
 
     def check(self) -> None:
-        """θ needs at least one epoch after the warm-up (then the run's checks)."""
+        """θ needs at least one epoch after the warm-up; files given for the space
+        and the latency table are read (then the run's checks)."""
         if self.warmup_epochs >= self.epochs:
             raise config_error(self, "warmup_epochs", f"must be below the "
                                     f"{self.epochs} epochs, or θ never trains")
-        if (self.space not in SPACE_PRESETS
-                and not Path(self.space).expanduser().is_file()):
-            raise config_error(self, "space", f"{self.space!r} is neither a preset "
-                               f"({', '.join(SPACE_PRESETS)}) nor a JSON file")
+        if self.space not in SPACE_PRESETS:
+            path = Path(self.space).expanduser()
+            if not path.is_file():
+                raise config_error(self, "space", f"{self.space!r} is neither a preset "
+                                   f"({', '.join(SPACE_PRESETS)}) nor a JSON file")
+            try:  # read now: a bad file costs a second, not a data load
+                fbnet_space(str(path), 3, 10, 32)  # the data's values: placeholders
+            except (ValueError, TypeError) as e:
+                raise config_error(self, "space",
+                                   str(e).removeprefix("--space ")) from None
+        table = self.latency_table and Path(self.latency_table).expanduser()
+        if table and table.is_file():  # reused: read it now (a new path is measured)
+            try:
+                read_table_file(table)
+            except ValueError as e:
+                raise config_error(self, "latency_table", str(e)) from None
         if self.latency_device is not None:
             try:
                 resolve_device(self.latency_device)

@@ -248,6 +248,13 @@ def test_corrupt_inputs_name_the_file(tmp_path, capsys):
     assert err.startswith(f"darts-lit train-fbnet: error: --architecture: {bad}: not "
                           "an FBNet architecture file") and err.count("\n") == 1, err
     assert "digits" not in out  # refused before the data set was loaded
+    for flag in ("--space", "--latency-table"):
+        assert main(["search-fbnet", flag, str(bad), "--dataset", "digits",
+                     "--out", str(tmp_path / "s")]) == 1
+        out, err = capsys.readouterr()
+        assert err.startswith(f"darts-lit search-fbnet: error: {flag}: ") and str(
+            bad) in err and err.count("\n") == 1, err
+        assert "digits" not in out
 
 
 def test_no_import_cycles_between_modules():
