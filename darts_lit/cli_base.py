@@ -38,6 +38,24 @@ def run_command(prog: str, body, args) -> int:
             return body(args)
         except user_errors() as e:
             return fail(prog, e)
+        except KeyboardInterrupt:  # Ctrl-C: where the run stands, not a traceback
+            return interrupted(prog, getattr(args, "run_folder", None))
+
+
+def interrupted(prog: str, folder) -> int:
+    """Say what an interrupted command left behind; exit status 130 (SIGINT)."""
+    from darts_lit import runs
+
+    if folder is None:
+        print(f"{prog}: interrupted", file=sys.stderr)
+    elif (Path(folder) / runs.CHECKPOINT).is_file():  # written atomically, per epoch
+        print(f"{prog}: interrupted; {folder} holds the run up to its last finished "
+              f"epoch: continue it with `{prog} --out {folder} --resume`",
+              file=sys.stderr)
+    else:
+        print(f"{prog}: interrupted before the first epoch ended; nothing was saved",
+              file=sys.stderr)
+    return 130
 
 
 def int_at_least(low: int):
@@ -85,7 +103,9 @@ def config_from_cli(cls, args, kind: str, base=None):
         config.verbose = False
     if config.out_dir is None and not config.resume:  # runs.open_run refuses resume
         config.out_dir = str(Path("runs") / time.strftime(f"{kind}-%Y%m%d-%H%M%S"))
-    return validate(config)
+    config = validate(config)
+    args.run_folder = config.out_dir  # what an interruption reports (run_command)
+    return config
 
 
 def add_run_command(subparsers, name: str, cls, run, help: str, description: str):

@@ -30,6 +30,35 @@ def test_search_writes_the_run_folder(tmp_path, capsys):
     assert str(load_genotype(out / "genotype.json")) in printed
 
 
+
+def test_ctrl_c_says_what_was_saved_and_how_to_continue(tmp_path, capsys,
+                                                         monkeypatch):
+    """An interruption (KeyboardInterrupt) in epoch 1 or epoch 2: one line on stderr,
+    exit status 130, no traceback; the epoch-1 checkpoint resumes to the end."""
+    from darts_lit import search as search_module
+
+    epoch_of = search_module.search_epoch
+    out = str(tmp_path / "run")
+    prog = "darts-lit search"
+    for stop_in in (0, 1):  # 0-based epoch in which Ctrl-C is pressed
+
+        def interrupted(parts, config, epoch, lr, _stop=stop_in):
+            if epoch == _stop:
+                raise KeyboardInterrupt
+            return epoch_of(parts, config, epoch, lr)
+
+        monkeypatch.setattr(search_module, "search_epoch", interrupted)
+        assert main(["search", *TINY, "--out", out]) == 130
+        err = capsys.readouterr().err
+        saved = (f"{prog}: interrupted; {out} holds the run up to its last finished "
+                 f"epoch: continue it with `{prog} --out {out} --resume`\n")
+        nothing = (f"{prog}: interrupted before the first epoch ended; nothing was "
+                   "saved\n")
+        assert err == (nothing if stop_in == 0 else saved), err
+    monkeypatch.setattr(search_module, "search_epoch", epoch_of)
+    assert main(["search", "--out", out, "--resume"]) == 0
+    assert len(json.loads((tmp_path / "run" / "history.json").read_text())) == 2
+
 def test_stop_and_resume(tmp_path, capsys):
     out = str(tmp_path / "run")
     assert main(["search", *TINY, "--out", out, "--stop-after", "1"]) == 0
