@@ -60,7 +60,7 @@ def run_plot(args) -> int:
 
     matplotlib.use("Agg")
     from darts_lit import outputs
-    from darts_lit.runs import save_figure
+    from darts_lit.runs import save_figure, unwritable
 
     if args.genotype is None:
         if args.run_dir is None or args.out is not None:
@@ -76,6 +76,8 @@ def run_plot(args) -> int:
     if suffix not in outputs.FORMATS:
         raise ValueError(f"--out: the file name must end in .png, .svg or .pdf, got "
                          f"{args.out}")
+    if problem := unwritable(Path(args.out).parent):  # before the drawing
+        raise ValueError(f"--out: {problem}")
     genotype = _any_genotype(args.genotype, args.recurrent)
     print(save_figure(outputs.plot_genotype(genotype, title=args.genotype), args.out))
     return 0
@@ -109,6 +111,7 @@ def register_export(subparsers) -> None:
 def run_export(args) -> int:
     """Run `darts-lit export`; return the exit status."""
     from darts_lit import outputs
+    from darts_lit.runs import unwritable
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size: must be an integer ≥ 1, got {args.batch_size}")
@@ -116,6 +119,8 @@ def run_export(args) -> int:
         raise FileNotFoundError(f"--checkpoint: no checkpoint at {args.checkpoint}; "
                                 "give the checkpoint.pt of a `darts-lit train` or "
                                 "`train-fbnet` run folder")
+    if problem := unwritable(Path(args.out).parent):  # before the network is built
+        raise ValueError(f"--out: {problem}")
     formats = args.formats
     if formats is None:
         formats = [f for f in outputs.EXPORT_FORMATS

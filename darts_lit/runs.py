@@ -2,7 +2,7 @@
 
 # %% auto #0
 __all__ = ['CHECKPOINT', 'CHECKPOINT_VERSION', 'KINDS', 'FREE_ON_RESUME',
-           'TENSORBOARD_DIR', 'RunError', 'stale_temporaries', 'open_run',
+           'TENSORBOARD_DIR', 'RunError', 'stale_temporaries', 'unwritable', 'open_run',
            'config_record', 'checkpoint_state', 'read_checkpoint', 'check_resume',
            'save_figure', 'edge_names', 'tensorboard_scalars', 'log_tensorboard',
            'save_history', 'check_finite_state', 'nan_advice', 'nan_policy']
@@ -19,7 +19,7 @@ import torch
 from . import utils
 from .config import config_error, option_name
 
-# %% ../book/06_runs.md #3268ebce
+# %% ../book/06_runs.md #146185af
 CHECKPOINT = "checkpoint.pt"
 
 
@@ -31,7 +31,19 @@ def stale_temporaries(folder) -> list[Path]:
     """Half-written files (`.name.*.tmp`) left in `folder` by a killed run."""
     return sorted(Path(folder).glob(".*.tmp")) if Path(folder).is_dir() else []
 
-# %% ../book/06_runs.md #299050ed
+
+def unwritable(folder) -> str | None:
+    """Why files cannot be written into `folder` (which need not exist yet), or None:
+    it, or the nearest part of its path that exists, is a file or not writable."""
+    folder = Path(folder)
+    existing = next(p for p in (folder, *folder.parents) if p.exists())  # at worst "."
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder; give the folder to write into"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"cannot write into {existing}; give a folder this user may write into"
+    return None
+
+# %% ../book/06_runs.md #6935fa97
 def open_run(config) -> Path | None:
     """Check `config.out_dir` against `config.resume`, remove stale temporaries."""
     name = lambda n: option_name(type(config), n)  # noqa: E731
@@ -41,13 +53,8 @@ def open_run(config) -> Path | None:
                                "the run to continue")
         return None
     out = Path(config.out_dir)
-    existing = next(p for p in (out, *out.parents) if p.exists())  # at worst "." or "/"
-    if not existing.is_dir():
-        raise config_error(config, "out_dir", f"{existing} is a file, not a folder; "
-                           "give the folder the run is written into")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise config_error(config, "out_dir", f"cannot write into {existing}; give a "
-                           "folder this user may write into")
+    if problem := unwritable(out):
+        raise config_error(config, "out_dir", problem)
     held = (out / CHECKPOINT).exists()
     if held and not config.resume:
         raise RunError(f"{out} already holds a run; continue it with "

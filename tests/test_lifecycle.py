@@ -113,7 +113,7 @@ def test_an_out_that_is_a_file_is_refused_before_any_work(command, under, tmp_pa
     assert main([command, "--out", str(out), "--device", "cpu"]) == 1
     err = capsys.readouterr().err
     assert err == (f"darts-lit {command}: error: --out: {blocker} is a file, not a "
-                   "folder; give the folder the run is written into\n")
+                   "folder; give the folder to write into\n")
     assert blocker.read_text() == "keep me"
 
 

@@ -1,6 +1,7 @@
 """After the run: redrawn figures, drawn genotypes, exported networks, TensorBoard."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -84,10 +85,13 @@ def test_plot_a_genotype_in_each_format(tmp_path, capsys):
     (["test", "--checkpoint", "missing.pt"], "--checkpoint: no checkpoint at "
      "missing.pt; give the checkpoint.pt of a `darts-lit train` or `train-fbnet` run "
      "folder"),
+    (["plot", "--genotype", "DARTS_V2", "--out", "a_file/cell.png"], "--out: a_file is "
+     "a file, not a folder; give the folder to write into"),
 ])
 def test_plot_export_and_test_errors_are_one_line(argv, words, tmp_path, monkeypatch,
                                              capsys):
     monkeypatch.chdir(tmp_path)
+    Path("a_file").write_text("")  # an --out below a file cannot be written
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert words in err and err.count("\n") == 1 and "Traceback" not in err, err
@@ -97,6 +101,17 @@ def test_export_of_a_search_checkpoint_is_refused(trained, capsys):
     assert main(["export", "--checkpoint", str(trained / "search" / "checkpoint.pt"),
                  "--out", str(trained / "x")]) == 1
     assert "expected a 'train' or 'train-fbnet' checkpoint" in capsys.readouterr().err
+
+
+def test_export_below_a_file_is_refused_before_anything_is_written(trained, tmp_path,
+                                                                   capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    assert main(["export", "--checkpoint", str(trained / "train" / "checkpoint.pt"),
+                 "--out", str(blocker / "net")]) == 1
+    out, err = capsys.readouterr()
+    assert err == (f"darts-lit export: error: --out: {blocker} is a file, not a "
+                   "folder; give the folder to write into\n") and out == ""
 
 
 def test_exported_networks_compute_what_the_eager_network_computes(trained, capsys):
