@@ -145,7 +145,7 @@ def _closing_paren(text: str, start: int) -> int:
             return end
     raise GenotypeError("the Genotype(...) text is cut off (unbalanced parens)")
 
-# %% ../book/04_genotypes.md #d62c8f6b
+# %% ../book/04_genotypes.md #9ea55ca5
 class GenotypeFormat:
     """Save, load, parse and resolve the genotypes of one namedtuple type."""
 
@@ -161,10 +161,11 @@ class GenotypeFormat:
     def from_dict(self, d: dict, validate: bool = True):
         """The genotype of a `to_dict` dict (checked unless validate=False)."""
         missing = [f for f in self.cls._fields if f not in d]
-        if missing:
-            raise GenotypeError(f"{self.kind} genotype is missing "
-                                f"{', '.join(missing)}; it needs "
-                                f"{', '.join(self.cls._fields)}")
+        if missing:  # none of ours: name what it has (another kind's fields?)
+            has = (f"it lacks {', '.join(missing)}" if set(d) & set(self.cls._fields)
+                   else f"it has {', '.join(map(str, d)) or 'no fields'} instead")
+            raise GenotypeError(f"{self.kind} genotype needs "
+                                f"{', '.join(self.cls._fields)}; {has}")
         bad = [f for f in self.cls._fields if not isinstance(d[f], list | tuple)]
         if bad:
             raise GenotypeError(f"{self.kind} genotype: {', '.join(bad)} must be a "

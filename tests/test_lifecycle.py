@@ -242,6 +242,14 @@ def test_corrupt_inputs_name_the_file(tmp_path, capsys):
     assert main(["train-rnn", "--genotype", str(bad),
                  "--out", str(tmp_path / "u")]) == 1
     assert f"genotype file {bad}:" in capsys.readouterr().err
+    recurrent = tmp_path / "recurrent.json"  # what search-rnn writes, given to train
+    recurrent.write_text('{"recurrent": [["tanh", 0]], "concat": [1]}')
+    assert main(["train", "--genotype", str(recurrent), "--dataset", "digits",
+                 "--out", str(tmp_path / "v")]) == 1
+    assert capsys.readouterr().err == (
+        f"darts-lit train: error: genotype file {recurrent}: convolutional genotype "
+        "needs normal, normal_concat, reduce, reduce_concat; it has recurrent, concat "
+        "instead\n")
     assert main(["train-fbnet", "--architecture", str(bad), "--dataset", "digits",
                  "--out", str(tmp_path / "f")]) == 1
     out, err = capsys.readouterr()
