@@ -218,7 +218,8 @@ def test_parse_errors_and_no_eval():
         parse_genotype("Genotype(normal=__import__('os').system('echo pwned'))")
     with pytest.raises(GenotypeError, match="cannot read the Genotype"):
         parse_genotype("Genotype(normal=[('skip_connect' 0)])")
-    with pytest.raises(GenotypeError, match="missing reduce, reduce_concat"):
+    with pytest.raises(GenotypeError, match="needs normal, normal_concat, reduce, "
+                       "reduce_concat; it lacks reduce, reduce_concat$"):
         parse_genotype("Genotype(normal=[('skip_connect', 0), ('skip_connect', 1)], "
                        "normal_concat=[2])")
     with pytest.raises(GenotypeError, match="unknown op 'conv_9x9'"):
