@@ -10,8 +10,9 @@ its use are explained in the chapters *Measuring latency* (`darts_lit.latency_ta
 """
 
 import time
+from pathlib import Path
 
-from darts_lit.cli_base import fail, int_at_least, positive_int
+from darts_lit.cli_base import fail, int_at_least, positive_int, run_command
 
 SHAPES = {"cifar10": (3, 32), "digits": (1, 8)}  # (in_channels, image_size)
 
@@ -71,7 +72,8 @@ def register_latency(subparsers) -> None:
                    help="JSON file to reuse and update (default: not saved)")
     p.add_argument("--rebuild", action="store_true",
                    help="re-measure even if --table holds a table for another device")
-    p.set_defaults(func=run_latency)
+    p.set_defaults(func=lambda args: run_command("darts-lit latency", run_latency,
+                                                 args))
 
 
 def _darts_table(args, in_channels, image_size, **kw):
@@ -109,7 +111,15 @@ def run_latency(args) -> int:
     import torch
 
     from darts_lit.latency_table import StaleTableError
+    from darts_lit.runs import unwritable
 
+    if args.table is not None:  # before minutes of timing, not after
+        table_path = Path(args.table)
+        if table_path.is_dir():
+            raise ValueError(f"--table: {table_path} is a folder; give the JSON file "
+                             "to reuse or write")
+        if problem := unwritable(table_path.parent):
+            raise ValueError(f"--table: {problem}")
     in_channels, image_size = SHAPES[args.dataset]
     try:
         timing = timing_from_args(args)

@@ -174,7 +174,7 @@ class LatencyTable:
         return cls(here.device, here.torch, here.dtype, here.clock,
                    dict(data["entries"]))
 
-# %% ../book/12_latency_table.md #4608ad4e
+# %% ../book/12_latency_table.md #60db1e4d
 def progress_if_available(items, desc: str):
     """A progress bar over `items` if tqdm is installed, else `items` themselves."""
     try:
@@ -209,7 +209,12 @@ def load_or_measure(path, specs, make, device="cpu", dtype=torch.float32,
     else:
         table = LatencyTable.empty(device, dtype, clock)
     n = len(table.entries)
-    measure_table(table, specs, make, device, **kwargs)
+    try:
+        measure_table(table, specs, make, device, **kwargs)
+    except KeyboardInterrupt:  # keep what was timed: the next call times the rest
+        if path is not None and len(table.entries) > n:
+            table.save(path)
+        raise
     if path is not None and (len(table.entries) > n or not exists or rebuild):
         table.save(path)
     return table

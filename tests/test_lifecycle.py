@@ -155,6 +155,12 @@ def test_corrupt_text_and_latency_table_name_the_file(tmp_path, capsys):
         assert main(["latency", "--dataset", "digits", "--table", str(table)]) == 1
         err = capsys.readouterr().err
         assert f"latency table {table}: {words}" in err and err.count("\n") == 1, err
+    for where, words in ((tmp_path, f"{tmp_path} is a folder; give the JSON file"),
+                         (table / "t.json", f"{table} is a file, not a folder")):
+        assert main(["latency", "--dataset", "digits", "--table", str(where)]) == 1
+        out, err = capsys.readouterr()
+        assert err.startswith(f"darts-lit latency: error: --table: {words}") and (
+            err.count("\n") == 1 and out == ""), err  # refused before any timing
 
 
 def test_auto_data_with_an_empty_data_dir_warns_even_when_quiet(tmp_path, capsys):
