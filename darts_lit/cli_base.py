@@ -53,8 +53,8 @@ def interrupted(prog: str, folder) -> int:
               f"epoch: continue it with `{prog} --out {folder} --resume`",
               file=sys.stderr)
     else:
-        print(f"{prog}: interrupted before the first epoch ended; nothing was saved",
-              file=sys.stderr)
+        print(f"{prog}: interrupted before the first epoch ended; there is no "
+              "checkpoint to continue from: start the run again", file=sys.stderr)
     return 130
 
 

@@ -52,8 +52,8 @@ def test_ctrl_c_says_what_was_saved_and_how_to_continue(tmp_path, capsys,
         err = capsys.readouterr().err
         saved = (f"{prog}: interrupted; {out} holds the run up to its last finished "
                  f"epoch: continue it with `{prog} --out {out} --resume`\n")
-        nothing = (f"{prog}: interrupted before the first epoch ended; nothing was "
-                   "saved\n")
+        nothing = (f"{prog}: interrupted before the first epoch ended; there is no "
+                   "checkpoint to continue from: start the run again\n")
         assert err == (nothing if stop_in == 0 else saved), err
     monkeypatch.setattr(search_module, "search_epoch", epoch_of)
     assert main(["search", "--out", out, "--resume"]) == 0
