@@ -9,6 +9,7 @@ functions, so that `darts-lit --help` stays fast.
 """
 
 import argparse
+import shlex
 import sys
 import time
 from dataclasses import fields
@@ -50,8 +51,8 @@ def interrupted(prog: str, folder) -> int:
         print(f"{prog}: interrupted", file=sys.stderr)
     elif (Path(folder) / runs.CHECKPOINT).is_file():  # written atomically, per epoch
         print(f"{prog}: interrupted; {folder} holds the run up to its last finished "
-              f"epoch: continue it with `{prog} --out {folder} --resume`",
-              file=sys.stderr)
+              f"epoch: continue it with `{prog} --out {shlex.quote(str(folder))} "
+              "--resume`", file=sys.stderr)
     else:
         print(f"{prog}: interrupted before the first epoch ended; there is no "
               "checkpoint to continue from: start the run again", file=sys.stderr)
