@@ -3,9 +3,9 @@
 # %% auto #0
 __all__ = ['EPOCHS_FREE', 'repackage_hidden', 'HiddenStateLoss', 'RNNArchitect',
            'evaluate_lm', 'lm_train_step', 'LMConfig', 'RNNSearchConfig',
-           'search_rnn_epoch', 'lm_data', 'perplexity', 'search_rnn']
+           'search_rnn_epoch', 'check_columns', 'lm_data', 'perplexity', 'search_rnn']
 
-# %% ../book/11_rnn_search.md #c27a31d2
+# %% ../book/11_rnn_search.md #dc67b076
 import math
 from dataclasses import dataclass, replace
 
@@ -41,7 +41,7 @@ from darts_lit.utils import (
 
 from . import runs
 from .architect import Architect
-from .config import RunConfig, option, same_as, validate
+from .config import RunConfig, config_error, option, same_as, validate
 from .search import SearchConfig, check_hvp
 
 # %% ../book/11_rnn_search.md #a7dab5a1
@@ -221,10 +221,26 @@ def search_rnn_epoch(model, architect, optimizer, train_data, search_data, cfg,
         meter.update(loss.item(), len(x))
     return meter.avg
 
-# %% ../book/11_rnn_search.md #9e3f5954
+# %% ../book/11_rnn_search.md #6e6068a7
+def check_columns(cfg, corpus) -> None:
+    """Every split the run reads has at least 2 tokens per column of its batch."""
+    uses = [("batch_size", "train"), ("eval_batch_size", "valid")]
+    if isinstance(cfg, RNNSearchConfig):
+        uses.append(("batch_size", "valid"))  # the architecture step's batches
+    if hasattr(cfg, "test_batch_size"):
+        uses.append(("test_batch_size", "test"))
+    for name, split in uses:
+        tokens, columns = len(getattr(corpus, split)), getattr(cfg, name)
+        if tokens // columns < 2:
+            raise config_error(cfg, name, f"{columns} columns leave fewer than 2 "
+                               f"tokens per column of the {tokens:,}-token {split} "
+                               f"split of {corpus.name}; give at most {tokens // 2}")
+
+
 def lm_data(cfg, verbose: bool = False):
     """The corpus and its batchified streams on the configured device."""
     corpus = get_corpus(cfg.dataset, cfg.data_dir, cfg.max_vocab, verbose=verbose)
+    check_columns(cfg, corpus)
     dev = resolve_device(cfg.device)
     train = batchify(corpus.train, cfg.batch_size).to(dev)
     return corpus, dev, train

@@ -2,12 +2,14 @@
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 from torch.func import functional_call
 from torch.nn import functional as F
 
+from darts_lit.config import ConfigError
 from darts_lit.data import DataNotFoundError
 from darts_lit.genotypes import GenotypeError
 from darts_lit.rnn import (
@@ -40,6 +42,7 @@ from darts_lit.rnn_data import (
 from darts_lit.rnn_search import (
     RNNArchitect,
     RNNSearchConfig,
+    check_columns,
     evaluate_lm,
     repackage_hidden,
     search_rnn,
@@ -337,6 +340,33 @@ def test_search_resume_is_bit_exact(tmp_path):
     assert [h["valid_loss"] for h in hist] == [h["valid_loss"] for h in hist2]
     assert load_rnn_genotype(tmp_path / "genotype.json") == resumed.genotype()
     assert len(json.loads((tmp_path / "history.json").read_text())) == 2
+
+
+@pytest.mark.parametrize(("run", "option", "split"), [
+    ("search", "batch_size", "valid"),  # a search's batch_size cuts valid too, smaller
+    ("search", "eval_batch_size", "valid"), ("train", "batch_size", "train"),
+    ("train", "test_batch_size", "test")])
+def test_more_columns_than_half_a_split_is_refused_before_training(run, option, split,
+                                                                   tmp_path):
+    """A batch too wide for a split would leave no batch at all (a run that never
+    trains): one message naming the option and the most the corpus allows, and no
+    run folder written."""
+    corpus = get_corpus("pydoc", None, 100, verbose=False)
+    tokens = len(getattr(corpus, split))
+    if split == "valid" and option == "batch_size":  # wider than valid, not train
+        assert len(corpus.train) // (tokens // 2 + 1) >= 2
+    fn, base = ((search_rnn, _tiny_search()) if run == "search" else
+                (train_rnn, RNNTrainConfig(dataset="pydoc", max_vocab=100, emsize=6,
+                                           device="cpu", max_steps_per_epoch=2)))
+    with pytest.raises(ConfigError, match=(
+            f"^{option}: {tokens // 2 + 1} columns leave fewer than 2 tokens per "
+            f"column of the {tokens:,}-token {split} split of pydoc; give at most "
+            f"{tokens // 2}$")):
+        fn(base, **{option: tokens // 2 + 1}, out_dir=str(tmp_path / "run"),
+           verbose=False)
+    assert not (tmp_path / "run").exists()
+    # the largest value allowed is accepted by the check
+    check_columns(replace(base, **{option: tokens // 2}), corpus)
 
 
 def test_second_order_search_runs():
