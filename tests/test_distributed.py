@@ -42,9 +42,17 @@ def _worker(rank, world, port, scenario, out):
 
 def spawn(scenario: str, out: Path, nprocs: int = 2) -> list:
     """Run `scenario` on `nprocs` gloo processes; the result of each rank."""
+    before = os.environ.get("OMP_NUM_THREADS")
     os.environ["OMP_NUM_THREADS"] = "1"  # inherited by the spawned processes
-    ctx = mp.start_processes(_worker, args=(nprocs, free_port(), scenario, str(out)),
-                             nprocs=nprocs, join=False, start_method="spawn")
+    try:
+        ctx = mp.start_processes(_worker, nprocs=nprocs, join=False,
+                                 args=(nprocs, free_port(), scenario, str(out)),
+                                 start_method="spawn")
+    finally:  # this process's environment as it was
+        if before is None:
+            del os.environ["OMP_NUM_THREADS"]
+        else:
+            os.environ["OMP_NUM_THREADS"] = before
     deadline = time.monotonic() + TIMEOUT
     while not ctx.join(timeout=1):
         if time.monotonic() > deadline:
@@ -225,7 +233,8 @@ def test_two_process_search_identical_alpha_and_rank0_writes(search_runs):
         "checkpoint.pt", "history.json", "genotype.json"}
 
 
-def test_two_process_search_records_the_single_process_lambda_max(search_runs):
+def test_two_process_search_records_the_single_process_lambda_max(search_runs,
+                                                                  one_thread):
     """λ_max under torchrun: rank 0 measures it on the batches one process would keep
     (the whole validation split) and every rank records it. Recomputed here, in one
     process, from the final weights and α of the two-process search."""
@@ -233,11 +242,10 @@ def test_two_process_search_records_the_single_process_lambda_max(search_runs):
     from darts_lit.data import get_dataset, search_loaders
     from darts_lit.search import SearchConfig, build_search
 
-    _, (r0, r1) = search_runs
+    _, (r0, r1) = search_runs  # one_thread: as the processes ran
     lams = [h["lambda_max"] for h in r0["history"]]
     assert lams == [h["lambda_max"] for h in r1["history"]]
     assert all(isinstance(lam, float) and lam > 0 for lam in lams)
-    torch.set_num_threads(1)  # as the processes ran
     model = build_search(SearchConfig(**SEARCH)).model
     model.load_state_dict(r0["straight"])
     data, _ = get_dataset("digits", train=True, verbose=False)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _helpers import assert_as_close_as_plain
 from torch.func import functional_call
 
 from darts_lit.architect import arch_gradient
@@ -127,18 +128,27 @@ def float32_cell_twins(C_prev, C, reduction, batch, size):
 
 
 def test_float32_paper_cell_agrees():
+    """The fast cell's float32 output: as close to a float64 run as the plain's."""
     fast, plain, s0, s1, w = float32_cell_twins(48, 16, True, batch=8, size=16)
-    torch.testing.assert_close(fast(s0, s1, w), plain(s0, s1, w), rtol=1e-5, atol=1e-5)
+    ref = copy.deepcopy(plain).double()
+    outs = [m(*(t.to(dtype) for t in (s0, s1, w)))
+            for m, dtype in ((fast, torch.float32), (plain, torch.float32),
+                             (ref, torch.float64))]
+    assert_as_close_as_plain(*([o] for o in outs), names=["cell output"])
 
 
 def test_float32_normal_cell_gradients_agree():
-    """oneDNN's float32 kernels, channels-last and dilated convs on phases, backward."""
+    """oneDNN's float32 kernels, channels-last and dilated convs on phases, backward:
+    each weight gradient as close to a float64 run as the plain cell's."""
     fast, plain, s0, s1, w = float32_cell_twins(16, 16, False, batch=4, size=16)
+    ref = copy.deepcopy(plain).double()
     g = torch.randn(4, 64, 16, 16)
-    for m in (fast, plain):
-        (m(s0, s1, w) * g).sum().backward()
-    for (n, p), q in zip(fast.named_parameters(), plain.parameters(), strict=True):
-        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-4, msg=n)
+    for m, dtype in ((fast, torch.float32), (plain, torch.float32),
+                     (ref, torch.float64)):
+        (m(*(t.to(dtype) for t in (s0, s1, w))) * g.to(dtype)).sum().backward()
+    names = [n for n, _ in fast.named_parameters()]
+    assert_as_close_as_plain(*([p.grad for p in m.parameters()]
+                               for m in (fast, plain, ref)), names=names)
 
 
 @pytest.mark.parametrize("unrolled,hvp,C,size", [(False, "finite_difference", 3, 8),
@@ -388,30 +398,43 @@ def grouped_widths(monkeypatch) -> list:
                                             ("cifar", 32, 36), ("imagenet", 128, 12)])
 def test_fast_evaluation_network_agrees_in_channels_last_float32(network, size, C,
                                                                  monkeypatch):
+    """Two training steps and an evaluation, each quantity (loss, every gradient and
+    running statistic, the logits) as close to a float64 run of the same network as
+    the plain float32 network's. A fixed rtol sat on the noise floor here: batch 4,
+    the auxiliary head's BatchNorm sees 4 values a channel, and the plain float32
+    gradients are themselves about 2e-3 off float64 with some kernels."""
     # 32x32 (CIFAR) and 128x128 (ImageNet: cells at 16x16 to 4x4): NHWC paths taken;
     # 36 (the paper's width) and 12 channels: BatchNorms as GroupedBatchNorm
     grouped = grouped_widths(monkeypatch)
     fast, plain = eval_twins(network, C=C)
+    ref = copy.deepcopy(plain).double()
     x = torch.randn(4, 3, size, size).contiguous(memory_format=torch.channels_last)
     y = torch.randint(10, (4,))
+    nets = (fast, plain, ref)
     for step in range(2):
         losses = []
-        for m in (fast, plain):
+        for m in nets:
             m.zero_grad()
             torch.manual_seed(10 + step)  # the same drop-path masks
-            logits, aux = m(x)
+            logits, aux = m(x.to(next(m.parameters()).dtype))
             loss = (torch.nn.functional.cross_entropy(logits, y)
                     + 0.4 * torch.nn.functional.cross_entropy(aux, y))
             loss.backward()
-            losses.append(loss)
-        torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=1e-5)
-    for (n, p), q in zip(fast.named_parameters(), plain.parameters(), strict=True):
-        torch.testing.assert_close(p.grad, q.grad, rtol=1e-3, atol=1e-4, msg=n)
+            losses.append([loss.detach()])
+        assert_as_close_as_plain(*losses, names=[f"loss of step {step}"])
+    assert_as_close_as_plain(*([p.grad for p in m.parameters()] for m in nets),
+                             names=[f"grad of {n}" for n, _ in fast.named_parameters()])
     for (n, b), c in zip(fast.named_buffers(), plain.buffers(), strict=True):
-        torch.testing.assert_close(b, c, rtol=1e-4, atol=1e-5, msg=n)
-    fast.eval(), plain.eval()
+        if not b.is_floating_point():
+            assert torch.equal(b, c), n  # num_batches_tracked
+    floating = [[b for b in m.buffers() if b.is_floating_point()] for m in nets]
+    assert_as_close_as_plain(*floating, names=[n for n, b in fast.named_buffers()
+                                               if b.is_floating_point()])
+    for m in nets:
+        m.eval()
     with torch.no_grad():
-        torch.testing.assert_close(fast(x), plain(x), rtol=1e-4, atol=1e-4)
+        assert_as_close_as_plain(*([m(x.to(next(m.parameters()).dtype))] for m in nets),
+                                 names=["logits in eval mode"])
     widths = {c for c in (C, 2 * C, 4 * C) if c % 16}  # the stages' widths
     assert set(grouped) == widths  # grouped exactly where 16 does not divide
 
