@@ -19,7 +19,7 @@ import tempfile
 
 import torch
 
-from darts_lit.train import TrainConfig, train
+from darts_lit.evaluation.train import TrainConfig, train
 
 def parse_args(argv=None) -> argparse.Namespace:
     """Command-line options."""

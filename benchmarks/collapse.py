@@ -42,7 +42,7 @@ means (and the accuracy's standard deviation) over seeds. The last line is exact
 `<method>_acc=<mean> ... <method>_skips=<mean> ... <method>_free=<mean> ...
 <method>_lam=<mean last λ_max> ...`
 for the methods run, in the order of --methods (the means are
-`darts_lit.remedies.remedy_summary`'s). --add-to adds the methods run to a file
+`darts_lit.cnn.remedies.remedy_summary`'s). --add-to adds the methods run to a file
 written by --json before, refusing (before it searches) one with other settings or with
 one of these methods already in it. --merge joins such files, written by runs in
 parallel with the same settings and different methods, into the --json file, and
@@ -57,10 +57,10 @@ from pathlib import Path
 import torch
 from search_variants import check_run_args, run_all, run_parser, train_cell
 
-from darts_lit.collapse import PARAMETER_FREE, SPACES, cap_skips
-from darts_lit.remedies import merge_results, remedy_summary
-from darts_lit.search import SearchConfig, early_stop_epoch, search, search_result
-from darts_lit.utils import save_json
+from darts_lit.cnn.collapse import PARAMETER_FREE, SPACES, cap_skips
+from darts_lit.cnn.remedies import merge_results, remedy_summary
+from darts_lit.cnn.search import SearchConfig, early_stop_epoch, search, search_result
+from darts_lit.core.utils import save_json
 
 METHODS = {"darts": {}, "darts_es": {"early_stop": "darts_es"},
            "darts_plus": {"early_stop": "darts_plus"},

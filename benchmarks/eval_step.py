@@ -30,9 +30,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from darts_lit import utils
-from darts_lit.genotypes import DARTS_V2
-from darts_lit.model import NetworkCIFAR
+from darts_lit.cnn.genotypes import DARTS_V2
+from darts_lit.core import utils
+from darts_lit.evaluation.model import NetworkCIFAR
 
 VARIANTS = ("plain", "channels_last", "fast", "fast_bf16")
 
@@ -40,7 +40,7 @@ VARIANTS = ("plain", "channels_last", "fast", "fast_bf16")
 def make_step(variant: str, device, batch: int, layers: int, channels: int,
               compile_mode: str = "off", recompute: bool = False):
     """A training step of the variant's network on a fixed random batch, as
-    `darts_lit.train.train_epoch` takes it (`utils.autocast` is `--amp`,
+    `darts_lit.evaluation.train.train_epoch` takes it (`utils.autocast` is `--amp`,
     `utils.compile_model` is `--compile`, `recompute` is `--recompute-cells`)."""
     torch.manual_seed(0)
     fmt = torch.contiguous_format if variant == "plain" else torch.channels_last

@@ -9,8 +9,8 @@
 Needs only torch (numpy comes with it); darts_lit is imported from the repository root
 when it is on PYTHONPATH, and tqdm, if present, only adds a progress bar.
 
-Measures the lookup table of FBNet's layer-wise space (darts_lit.fbnet, scaled down as
-in the book; `--space paper`: the paper's 22-layer space at 224x224, FBNet-A/B/C
+Measures the lookup table of FBNet's layer-wise space (darts_lit.fbnet.space, scaled
+down as in the book; `--space paper`: the paper's 22-layer space at 224x224, FBNet-A/B/C
 included), samples `--networks` derived networks from mostly fast to mostly slow
 blocks, times each end to end, and compares with the table's prediction (the sum of
 the chosen blocks' entries plus stem and head). Prints one line per network, then the
@@ -21,15 +21,15 @@ Spearman rank correlation and the mean relative error; the last line is exactly
 import argparse
 import time
 
-from darts_lit.cli_latency import SHAPES, add_timing_options, timing_from_args
-from darts_lit.fbnet import (
+from darts_lit.cli.latency import SHAPES, add_timing_options, timing_from_args
+from darts_lit.fbnet.models import FBNET_ARCHS, validate_paper_space
+from darts_lit.fbnet.space import (
     FBNetSpace,
     fbnet_latency,
     fbnet_table,
     sample_choices,
     validate_table,
 )
-from darts_lit.fbnet_models import FBNET_ARCHS, validate_paper_space
 
 def parse_args(argv=None) -> argparse.Namespace:
     """Command-line options."""

@@ -36,15 +36,16 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from darts_lit import fbnet, fbnet_models
-from darts_lit.architect import Architect
-from darts_lit.fbnet_search import fbnet_search_epoch
-from darts_lit.genotypes import DARTS_V2
-from darts_lit.model import NetworkCIFAR, NetworkImageNet
-from darts_lit.model_search import Network
-from darts_lit.rnn import DARTS_V2 as RNN_DARTS_V2
-from darts_lit.rnn import RNNModel, RNNModelSearch
-from darts_lit.timing import search_step, step_time
+from darts_lit.cnn.architect import Architect
+from darts_lit.cnn.genotypes import DARTS_V2
+from darts_lit.cnn.model_search import Network
+from darts_lit.evaluation.model import NetworkCIFAR, NetworkImageNet
+from darts_lit.fbnet.search import fbnet_search_epoch
+from darts_lit.fbnet.space import models as fbnet_models
+from darts_lit.fbnet.space import space as fbnet
+from darts_lit.perf.timing import search_step, step_time
+from darts_lit.rnn.model import DARTS_V2 as RNN_DARTS_V2
+from darts_lit.rnn.model import RNNModel, RNNModelSearch
 
 PTB_TRAIN_TOKENS, PTB_VOCAB = 929_589, 10_000
 

@@ -12,9 +12,9 @@ cell, which shares the candidates' work between the edges leaving a node), a
 batch; `K=1 plain` without edge normalisation is DARTS's plain network, and the row
 `darts` is the library's fast DARTS cell for reference. The repeats of all rows are
 interleaved and their medians reported. Peak memory is that of one first-order step
-above what was allocated before it (`darts_lit.timing.peak_memory`), measured at the
-batch size and at half of it; a straight line through the two gives the largest batch
-whose step fits --budget-mib, an estimate labelled as such. Sizes default to the
+above what was allocated before it (`darts_lit.perf.timing.peak_memory`), measured at
+the batch size and at half of it; a straight line through the two gives the largest
+batch whose step fits --budget-mib, an estimate labelled as such. Sizes default to the
 paper's search (C=16, 8 cells, 32×32). The last line is exactly
 `memory_ratio_k4=<K4/K1> time_ratio_k4=<K4/K1> max_batch_k1=<n> max_batch_k4=<n>`
 (K = 4 with the last cell of --impls against K = 1 plain, for the K values run).
@@ -26,8 +26,8 @@ import math
 
 import torch
 
-from darts_lit.pc_darts import PCNetwork
-from darts_lit.timing import (
+from darts_lit.perf.pc_darts import PCNetwork
+from darts_lit.perf.timing import (
     StepSetup,
     build_setup,
     measure_steps,

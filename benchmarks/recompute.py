@@ -6,7 +6,7 @@
 Measures two steps with and without recomputed cells (chapter "Recomputing cells"):
 
 - a first-order search step of the fast supernet (an α step, then a weight step:
-  `darts_lit.timing.measure_steps`), by default at the paper's search size (C=16,
+  `darts_lit.perf.timing.measure_steps`), by default at the paper's search size (C=16,
   8 cells, 32×32; batch 32 here);
 - a training step of the fast evaluation network NetworkCIFAR(DARTS_V2), by default at
   the paper's size (C=36, 20 cells, auxiliary head, drop path 0.2; batch 32 here), in
@@ -14,8 +14,8 @@ Measures two steps with and without recomputed cells (chapter "Recomputing cells
 
 The two variants of each are interleaved in one process and the medians reported. Peak
 memory is that of one step above what was allocated before it
-(`darts_lit.timing.peak_memory`: on the CPU, the profiler's allocation events). The last
-line is `search_memory_ratio=<recomputed / kept> search_time_ratio=<...>
+(`darts_lit.perf.timing.peak_memory`: on the CPU, the profiler's allocation events).
+The last line is `search_memory_ratio=<recomputed / kept> search_time_ratio=<...>
 eval_memory_ratio=<...> eval_time_ratio=<...>`.
 """
 
@@ -25,7 +25,7 @@ import statistics
 import torch
 from eval_step import make_step  # benchmarks/eval_step.py: the training step it times
 
-from darts_lit.timing import build_setup, measure_steps, peak_memory, step_time
+from darts_lit.perf.timing import build_setup, measure_steps, peak_memory, step_time
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

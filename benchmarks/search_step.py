@@ -7,17 +7,17 @@
 Times first-order and second-order DARTS search steps (an architecture step with the
 `Architect`, then a weight step, as `search_epoch` takes them) of (a) the plain
 implementation (`impl="plain"`: every edge computes every op, `none` as x·0, as the
-paper's code) and (b) the library's fast path (`impl="fast"`, `darts_lit.fast`), on the
-same seeded network and random batch. The repeats of the two are interleaved, so a slow
-spell of a shared machine hits both; the medians are reported. Peak memory is that of a
-first-order step above what was allocated before it: on CUDA the allocator's peak, on
-the CPU the peak of the running sum of the allocations and frees recorded by
-torch.profiler (`darts_lit.timing.peak_memory`). Sizes: `ci` (C=4, 5 cells, 16×16, batch
-8) and `paper` (the options below; the paper's search: C=16, 8 cells, 32×32, batch 32).
-For the library path it also times single network passes by what they differentiate
-(`darts_lit.timing.pass_times`: α, the weights, both): a second-order step is 2 weight
-passes, 1 of both and 2 of α, a first-order step 1 weight pass and 1 of α, and the
-quotient of the two sums, printed as `second_over_first_of_passes`, is what the
+paper's code) and (b) the library's fast path (`impl="fast"`, `darts_lit.perf.fast`), on
+the same seeded network and random batch. The repeats of the two are interleaved, so a
+slow spell of a shared machine hits both; the medians are reported. Peak memory is that
+of a first-order step above what was allocated before it: on CUDA the allocator's peak,
+on the CPU the peak of the running sum of the allocations and frees recorded by
+torch.profiler (`darts_lit.perf.timing.peak_memory`). Sizes: `ci` (C=4, 5 cells, 16×16,
+batch 8) and `paper` (the options below; the paper's search: C=16, 8 cells, 32×32, batch
+32). For the library path it also times single network passes by what they differentiate
+(`darts_lit.perf.timing.pass_times`: α, the weights, both): a second-order step is 2
+weight passes, 1 of both and 2 of α, a first-order step 1 weight pass and 1 of α, and
+the quotient of the two sums, printed as `second_over_first_of_passes`, is what the
 second-order ratio cannot go below except by costs both steps share.
 The last line is exactly
 `first_order_ratio=<library/plain> second_over_first=<library 2nd/1st>
@@ -28,7 +28,12 @@ import argparse
 
 import torch
 
-from darts_lit.timing import build_setup, measure_steps, pass_times, passes_quotient
+from darts_lit.perf.timing import (
+    build_setup,
+    measure_steps,
+    pass_times,
+    passes_quotient,
+)
 
 CI = {"init_channels": 4, "layers": 5, "batch_size": 8, "image_size": 16}
 

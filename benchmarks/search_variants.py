@@ -21,9 +21,9 @@ import statistics
 
 import torch
 
-from darts_lit.collapse import PARAMETER_FREE
-from darts_lit.search import SearchConfig, search, search_result
-from darts_lit.train import TrainConfig, train
+from darts_lit.cnn.collapse import PARAMETER_FREE
+from darts_lit.cnn.search import SearchConfig, search, search_result
+from darts_lit.evaluation.train import TrainConfig, train
 
 METHODS = {"first": {}, "second": {"unrolled": True}, "single": {"single_level": True},
            "pc": {"partial_channels": 4, "edge_normalization": True}}
@@ -90,7 +90,7 @@ def train_cell(genotype: dict, seed: int, args) -> float:
     """Test accuracy (%) of a genotype's small `NetworkCIFAR`, trained from scratch
     for `args.train_epochs` epochs (at the search's width and depth unless
     --train-channels / --train-layers say otherwise)."""
-    from darts_lit.genotypes import genotype_from_dict
+    from darts_lit.cnn.genotypes import genotype_from_dict
 
     history = train(TrainConfig(genotype=genotype_from_dict(genotype),
                                 dataset=args.dataset, epochs=args.train_epochs,

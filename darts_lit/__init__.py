@@ -2,18 +2,14 @@
 
 The modules are generated from the chapters of the book (see each module's header); this
 file only re-exports the public names. The functions `search` and `train` stay in their
-modules (`from darts_lit.search import search`, `from darts_lit.train import train`):
-re-exported here, they would hide the modules of the same name.
+modules (`from darts_lit.cnn.search import search`, `from darts_lit.evaluation.train
+import train`): re-exported here, they would hide the modules of the same name.
 """
 
 __version__ = "0.1.0"
 
-from darts_lit.architect import Architect, arch_gradient  # noqa: F401
-from darts_lit.data import DatasetInfo, get_dataset, search_loaders  # noqa: F401
-from darts_lit.fbnet import FBNetSpace, FBNetSupernet, fbnet_network  # noqa: F401
-from darts_lit.fbnet_search import FBNetSearchConfig, fbnet_search  # noqa: F401
-from darts_lit.folder_data import read_folder  # noqa: F401  (registers "folder")
-from darts_lit.genotypes import (  # noqa: F401
+from darts_lit.cnn.architect import Architect, arch_gradient  # noqa: F401
+from darts_lit.cnn.genotypes import (  # noqa: F401
     DARTS,
     DARTS_V1,
     DARTS_V2,
@@ -25,16 +21,20 @@ from darts_lit.genotypes import (  # noqa: F401
     plot_cell,
     save_genotype,
 )
-from darts_lit.latency_darts import latency_objective  # noqa: F401
-from darts_lit.latency_table import LatencyTable  # noqa: F401
-from darts_lit.mixed_op import MixedOp  # noqa: F401
-from darts_lit.model import NetworkCIFAR, NetworkImageNet, count_macs  # noqa: F401
-from darts_lit.model_search import Cell as SearchCell  # noqa: F401
-from darts_lit.model_search import Network, derive_cell  # noqa: F401
-from darts_lit.ops import OPS, PRIMITIVES, count_parameters, make_op  # noqa: F401
-from darts_lit.pc_darts import PCNetwork  # noqa: F401
-from darts_lit.rnn import RNN_GENOTYPES, RNNGenotype, RNNModel, RNNModelSearch  # noqa: F401
-from darts_lit.rnn_search import RNNSearchConfig, search_rnn  # noqa: F401
-from darts_lit.rnn_train import RNNTrainConfig, train_rnn  # noqa: F401
-from darts_lit.search import SearchConfig  # noqa: F401
-from darts_lit.train import TrainConfig, evaluate_checkpoint  # noqa: F401
+from darts_lit.cnn.mixed_op import MixedOp  # noqa: F401
+from darts_lit.cnn.model_search import Cell as SearchCell  # noqa: F401
+from darts_lit.cnn.model_search import Network, derive_cell  # noqa: F401
+from darts_lit.cnn.ops import OPS, PRIMITIVES, count_parameters, make_op  # noqa: F401
+from darts_lit.cnn.search import SearchConfig  # noqa: F401
+from darts_lit.core.data import DatasetInfo, get_dataset, search_loaders  # noqa: F401
+from darts_lit.core.folder_data import read_folder  # noqa: F401  (registers "folder")
+from darts_lit.evaluation.model import NetworkCIFAR, NetworkImageNet, count_macs  # noqa: F401
+from darts_lit.evaluation.train import TrainConfig, evaluate_checkpoint  # noqa: F401
+from darts_lit.fbnet.search import FBNetSearchConfig, fbnet_search  # noqa: F401
+from darts_lit.fbnet.space import FBNetSpace, FBNetSupernet, fbnet_network  # noqa: F401
+from darts_lit.latency.darts import latency_objective  # noqa: F401
+from darts_lit.latency.table import LatencyTable  # noqa: F401
+from darts_lit.perf.pc_darts import PCNetwork  # noqa: F401
+from darts_lit.rnn.model import RNN_GENOTYPES, RNNGenotype, RNNModel, RNNModelSearch  # noqa: F401
+from darts_lit.rnn.search import RNNSearchConfig, search_rnn  # noqa: F401
+from darts_lit.rnn.train import RNNTrainConfig, train_rnn  # noqa: F401

@@ -1,4 +1,4 @@
-"""`python -m darts_lit`: the `darts-lit` command line (see darts_lit/cli.py)."""
+"""`python -m darts_lit`: the `darts-lit` command line (darts_lit/cli/__init__.py)."""
 
 import sys
 

@@ -2,7 +2,7 @@
 
 import torch
 
-from darts_lit.search import SearchConfig
+from darts_lit.cnn.search import SearchConfig
 
 # a search of seconds: 2 epochs of 2 steps on the digits, a 3-cell supernet of 2 nodes
 TINY_SEARCH = SearchConfig(dataset="digits", epochs=2, batch_size=16, init_channels=2,

@@ -1,4 +1,4 @@
-"""Tests of darts_lit.architect on a tiny real search network, in float64."""
+"""Tests of darts_lit.cnn.architect on a tiny real search network, in float64."""
 
 import copy
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from _helpers import same
 
-from darts_lit.architect import (
+from darts_lit.cnn.architect import (
     Architect,
     arch_gradient,
     functional_loss,
@@ -15,7 +15,7 @@ from darts_lit.architect import (
     split_parameters,
     virtual_step,
 )
-from darts_lit.model_search import Network
+from darts_lit.cnn.model_search import Network
 
 ETA, MU, WD = 0.05, 0.9, 3e-4
 

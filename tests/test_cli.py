@@ -8,8 +8,8 @@ import sys
 import pytest
 
 from darts_lit.cli import build_parser, main
-from darts_lit.genotypes import load_genotype
-from darts_lit.model_search import Network
+from darts_lit.cnn.genotypes import load_genotype
+from darts_lit.cnn.model_search import Network
 
 TINY = ["--dataset", "digits", "--epochs", "2", "--batch-size", "16",
         "--init-channels", "2", "--layers", "3", "--nodes", "2",
@@ -35,7 +35,7 @@ def test_ctrl_c_says_what_was_saved_and_how_to_continue(tmp_path, capsys,
                                                          monkeypatch):
     """An interruption (KeyboardInterrupt) in epoch 1 or epoch 2: one line on stderr,
     exit status 130, no traceback; the epoch-1 checkpoint resumes to the end."""
-    from darts_lit import search as search_module
+    from darts_lit.cnn import search as search_module
 
     epoch_of = search_module.search_epoch
     out = str(tmp_path / "run")

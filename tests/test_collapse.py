@@ -1,5 +1,5 @@
-"""Tests of darts_lit.collapse and its use in the search: λ_max, the reduced spaces, the
-skip cap, DARTS-ES, DARTS+, SDARTS-RS, and benchmarks/collapse.py."""
+"""Tests of darts_lit.cnn.collapse and its use in the search: λ_max, the reduced
+spaces, the skip cap, DARTS-ES, DARTS+, SDARTS-RS, and benchmarks/collapse.py."""
 
 import json
 import math
@@ -13,7 +13,7 @@ from _helpers import TINY_SEARCH, strip_time
 from torch.func import functional_call
 from torch.nn import functional as F
 
-from darts_lit.collapse import (
+from darts_lit.cnn.collapse import (
     SPACES,
     cap_skips,
     capped_genotype,
@@ -27,11 +27,11 @@ from darts_lit.collapse import (
     op_ranking,
     random_smoothing,
 )
-from darts_lit.config import ConfigError
-from darts_lit.model_search import Network, derive_cell
-from darts_lit.ops import PRIMITIVES
-from darts_lit.pc_darts import PCNetwork, edge_weights
-from darts_lit.search import early_stop_epoch, search, search_result
+from darts_lit.cnn.model_search import Network, derive_cell
+from darts_lit.cnn.ops import PRIMITIVES
+from darts_lit.cnn.search import early_stop_epoch, search, search_result
+from darts_lit.core.config import ConfigError
+from darts_lit.perf.pc_darts import PCNetwork, edge_weights
 
 TINY = TINY_SEARCH
 
@@ -95,7 +95,7 @@ def test_hessian_eigenvalue_leaves_model_and_random_state_unchanged():
 
 
 def test_fixed_batches_are_fixed_and_leave_the_random_state_alone():
-    from darts_lit.data import get_dataset, search_loaders
+    from darts_lit.core.data import get_dataset, search_loaders
 
     data, _ = get_dataset("digits", None, train=True, verbose=False)
     _, valid = search_loaders(data, 16, 0.5, seed=3)
@@ -311,8 +311,8 @@ def test_adversarial_smoothing_finds_a_worse_delta_than_noise():
     of the network changes."""
     from torch.nn import functional as F
 
-    from darts_lit.collapse import adversarial_smoothing
-    from darts_lit.model_search import Network
+    from darts_lit.cnn.collapse import adversarial_smoothing
+    from darts_lit.cnn.model_search import Network
 
     torch.manual_seed(0)
     net = Network(4, 10, 3, steps=2, multiplier=2, in_channels=1)
@@ -402,7 +402,7 @@ def test_collapse_benchmark_adds_methods_to_stored_results(tmp_path):
     """--json writes a run, --add-to merges another run's methods into it; the last
     line is remedy_summary of the results; other settings or a stored method are
     refused before any search, naming the file, and leave it as it was."""
-    from darts_lit.remedies import remedy_summary
+    from darts_lit.cnn.remedies import remedy_summary
 
     file = tmp_path / "results.json"
     first = _collapse_bench("--methods", "darts", "--json", str(file))
@@ -439,7 +439,7 @@ def test_collapse_benchmark_merges_runs_made_in_parallel(tmp_path):
     """--merge joins files of different methods (same settings) into --json without
     searching, prints their summary; a method in two files, a missing --json or a file
     that is not a result are refused with one line, nothing written."""
-    from darts_lit.remedies import merge_results, remedy_summary
+    from darts_lit.cnn.remedies import merge_results, remedy_summary
 
     a, b, ab = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "ab.json"
     for file, method in ((a, "darts"), (b, "l2")):
@@ -512,7 +512,7 @@ def test_collapse_benchmark_derives_stopping_and_capping_from_vanillas_search(
     vanilla DARTS's history by the benchmark, give the records their own searches
     give, bit for bit (but the seconds); DARTS-ES also where it fires, on a λ_max
     made to grow by half each epoch."""
-    from darts_lit import collapse
+    from darts_lit.cnn import collapse
 
     bench = _collapse_module(monkeypatch)
     args = bench.parse_args(["--space", "s2", "--search-epochs", "12",

@@ -15,8 +15,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from darts_lit import distributed
-from darts_lit.distributed import free_port
+from darts_lit.scale import distributed
+from darts_lit.scale.distributed import free_port
 
 TIMEOUT = 240  # seconds for one group of processes, start-up included
 ONE_STEP_BATCH = 16  # the search-level comparison: 1 process at 16, 2 at 8
@@ -65,8 +65,8 @@ def spawn(scenario: str, out: Path, nprocs: int = 2) -> list:
 
 
 def _record_writes(log: list) -> None:
-    """Log every file the run-folder writers of darts_lit.utils write."""
-    from darts_lit import utils
+    """Log every file the run-folder writers of darts_lit.core.utils write."""
+    from darts_lit.core import utils
 
     for name in ("atomic_save", "save_json"):
         original = getattr(utils, name)
@@ -85,7 +85,7 @@ def _state(model) -> dict:
 # ---- scenarios (run in each process) -------------------------------------------------
 def _search_scenario(out: Path) -> dict:
     """A second-order search straight, and stopped + resumed; and one α step."""
-    from darts_lit.search import SearchConfig, search
+    from darts_lit.cnn.search import SearchConfig, search
 
     writes, final = [], {}
     _record_writes(writes)
@@ -111,9 +111,9 @@ def _search_scenario(out: Path) -> dict:
 
 def _train_scenario(out: Path) -> dict:
     """Evaluation training for 2 epochs of 3 steps; the weights after each epoch."""
-    import darts_lit.train  # noqa: F401  (the module; `darts_lit.train` is the function)
+    import darts_lit.evaluation.train  # noqa: F401  (the module; `darts_lit.evaluation.train` is the function)
 
-    T = sys.modules["darts_lit.train"]
+    T = sys.modules["darts_lit.evaluation.train"]
     writes, weights = [], []
     _record_writes(writes)
     epoch = T.train_epoch
@@ -133,8 +133,8 @@ def _train_scenario(out: Path) -> dict:
 
 def _arch_scenario(out: Path) -> dict:
     """One architecture step on this rank's half of a batch of B, and on all B."""
-    from darts_lit.architect import Architect
-    from darts_lit.model_search import Network
+    from darts_lit.cnn.architect import Architect
+    from darts_lit.cnn.model_search import Network
 
     torch.manual_seed(0)
     model = Network(2, 10, 3, steps=2, multiplier=2, in_channels=1).double()
@@ -172,8 +172,8 @@ def _arch_scenario(out: Path) -> dict:
 def _recompute_scenario(out: Path) -> dict:
     """A second-order search with λ_max, with and without recomputed cells; how many
     cells went through `checkpoint`."""
-    from darts_lit import recompute
-    from darts_lit.search import SearchConfig, search
+    from darts_lit.cnn.search import SearchConfig, search
+    from darts_lit.perf import recompute
 
     calls, real = [], recompute.checkpoint
 
@@ -206,7 +206,7 @@ def test_helpers_alone_are_the_identity():
     assert not distributed.is_distributed() and distributed.world_size() == 1
     g = [torch.randn(3), torch.randn(2, 2)]
     assert all(a is b for a, b in zip(distributed.all_reduce_mean(g), g, strict=True))
-    from darts_lit.architect import Architect
+    from darts_lit.cnn.architect import Architect
 
     # grad_reduce is the identity alone
     assert Architect.__init__.__kwdefaults__["grad_reduce"] is list
@@ -238,9 +238,9 @@ def test_two_process_search_records_the_single_process_lambda_max(search_runs,
     """λ_max under torchrun: rank 0 measures it on the batches one process would keep
     (the whole validation split) and every rank records it. Recomputed here, in one
     process, from the final weights and α of the two-process search."""
-    from darts_lit.collapse import fixed_batches, hessian_eigenvalue
-    from darts_lit.data import get_dataset, search_loaders
-    from darts_lit.search import SearchConfig, build_search
+    from darts_lit.cnn.collapse import fixed_batches, hessian_eigenvalue
+    from darts_lit.cnn.search import SearchConfig, build_search
+    from darts_lit.core.data import get_dataset, search_loaders
 
     _, (r0, r1) = search_runs  # one_thread: as the processes ran
     lams = [h["lambda_max"] for h in r0["history"]]
@@ -351,8 +351,8 @@ def test_one_step_b_vs_two_processes_b_half(search_runs, monkeypatch):
     initialisation, tiny and noisy). Where they agree the moves are equal to 1e-3·lr,
     and α is not equal to where it started (the step was taken). The exactness of the
     averaging itself is the test above, in eval mode."""
-    from darts_lit import utils
-    from darts_lit.search import SearchConfig, build_search, search
+    from darts_lit.cnn.search import SearchConfig, build_search, search
+    from darts_lit.core import utils
 
     _, (r0, _) = search_runs
     for k, v in dict(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1",
@@ -400,7 +400,7 @@ def test_cli_search_under_torchrun(tmp_path):
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True,
                           timeout=TIMEOUT)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    from darts_lit.genotypes import load_genotype
+    from darts_lit.cnn.genotypes import load_genotype
 
     assert proc.stdout.count("genotype: ") == 1  # rank 0 alone printed
     assert f"genotype: {load_genotype(run / 'genotype.json')}" in proc.stdout

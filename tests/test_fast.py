@@ -1,5 +1,5 @@
-"""The fast search cell (darts_lit.fast_cell, built from darts_lit.fast) against the
-plain one (eq. 1 as written)."""
+"""The fast search cell (darts_lit.perf.fast_cell, built from darts_lit.perf.fast)
+against the plain one (eq. 1 as written)."""
 
 import copy
 import re
@@ -12,12 +12,12 @@ import torch
 from _helpers import assert_as_close_as_plain
 from torch.func import functional_call
 
-from darts_lit.architect import arch_gradient
-from darts_lit.fast import Optimizations, optimizations, pointwise_bn, weighted_bn
-from darts_lit.fast_cell import edge_index
-from darts_lit.mixed_op import MixedOp
-from darts_lit.model_search import Cell, Network, num_edges
-from darts_lit.timing import (
+from darts_lit.cnn.architect import arch_gradient
+from darts_lit.cnn.mixed_op import MixedOp
+from darts_lit.cnn.model_search import Cell, Network, num_edges
+from darts_lit.perf.fast import Optimizations, optimizations, pointwise_bn, weighted_bn
+from darts_lit.perf.fast_cell import edge_index
+from darts_lit.perf.timing import (
     build_setup,
     measure_steps,
     passes_quotient,
@@ -79,8 +79,8 @@ def test_training_outputs_grads_and_bn_stats_agree(off, C, steps, size):
 def test_pc_darts_fast_cell_agrees_with_its_plain_cell(k, edge_norm, space):
     """Partial channels on the fast path: outputs, every gradient (α, β, weights) and
     BatchNorm statistics over two steps, under SDARTS's perturbation too."""
-    from darts_lit.collapse import SPACES
-    from darts_lit.pc_darts import PCNetwork
+    from darts_lit.cnn.collapse import SPACES
+    from darts_lit.perf.pc_darts import PCNetwork
 
     torch.manual_seed(0)
     fast = PCNetwork(8, 5, 3, steps=3, multiplier=3, k=k, edge_norm=edge_norm,
@@ -300,7 +300,7 @@ def test_small_channels_at_large_sizes_do_not_crash():
     The fast cell now computes those convolutions as matrix products of every second
     pixel. Run in a subprocess, so that a crash fails this test, not the test run."""
     code = ("import torch; from torch.nn import functional as F; "
-            "from darts_lit.model_search import Network; torch.manual_seed(0); "
+            "from darts_lit.cnn.model_search import Network; torch.manual_seed(0); "
             "m = Network(4, 10, 5); x = torch.randn(3, 3, 56, 56); "
             "F.cross_entropy(m(x), torch.tensor([0, 1, 2])).backward(); print('ok')")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -366,12 +366,12 @@ def test_every_nhwc_batchnorm_backward_gets_an_nhwc_gradient():
     assert all(on) and sum(off) < 0.8 * len(off)
 
 
-# --- the fast evaluation network (darts_lit.fast_model) ---
+# --- the fast evaluation network (darts_lit.perf.fast_model) ---
 
 def eval_twins(network, C=16, layers=5, genotype=None):
     """A fast evaluation network in NHWC memory and a plain copy, float32."""
-    from darts_lit.genotypes import DARTS_V2
-    from darts_lit.model import NetworkCIFAR, NetworkImageNet
+    from darts_lit.cnn.genotypes import DARTS_V2
+    from darts_lit.evaluation.model import NetworkCIFAR, NetworkImageNet
     torch.manual_seed(0)
     if network == "cifar":
         fast = NetworkCIFAR(C, 10, layers, True, genotype or DARTS_V2)
@@ -386,7 +386,7 @@ def eval_twins(network, C=16, layers=5, genotype=None):
 
 def grouped_widths(monkeypatch) -> list:
     """The widths of the BatchNorms that GroupedBatchNorm computes from now on."""
-    from darts_lit import fast_model
+    from darts_lit.perf import fast_model
     widths = []
     apply = fast_model.GroupedBatchNorm.apply
     monkeypatch.setattr(fast_model.GroupedBatchNorm, "apply",
@@ -450,8 +450,8 @@ def test_fast_evaluation_network_has_the_plain_parameters_and_a_checked_impl():
 def test_training_builds_the_fast_evaluation_network():
     from dataclasses import replace
 
-    from darts_lit.genotypes import DARTS_V2
-    from darts_lit.train import TrainConfig, build_model
+    from darts_lit.cnn.genotypes import DARTS_V2
+    from darts_lit.evaluation.train import TrainConfig, build_model
     info = type("Info", (), {"num_classes": 10, "in_channels": 3})()
     for config in (TrainConfig(init_channels=8, layers=5), TrainConfig.imagenet(
             init_channels=8, layers=5)):
@@ -464,7 +464,7 @@ def test_training_builds_the_fast_evaluation_network():
 
 def test_grouped_bn_switch_and_scope(monkeypatch):
     # off: torch's kernel everywhere; outside the fast cell's forward: bn(x) itself
-    from darts_lit import fast, fast_model
+    from darts_lit.perf import fast, fast_model
     grouped = grouped_widths(monkeypatch)
     net, _ = eval_twins("cifar", C=36, layers=3)
     x = torch.randn(2, 3, 16, 16).contiguous(memory_format=torch.channels_last)

@@ -10,9 +10,10 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from darts_lit import fbnet
 from darts_lit.cli import main as cli_main
-from darts_lit.fbnet_models import (
+from darts_lit.cnn.ops import count_parameters
+from darts_lit.evaluation.model import count_macs
+from darts_lit.fbnet.models import (
     FBNET_ARCHS,
     PAPER_COUNTS,
     fbnet_reference,
@@ -23,10 +24,9 @@ from darts_lit.fbnet_models import (
     save_architecture,
     space_from_dict,
 )
-from darts_lit.fbnet_search import FBNetSearchConfig, fbnet_search_epoch
-from darts_lit.latency import arch_weights
-from darts_lit.model import count_macs
-from darts_lit.ops import count_parameters
+from darts_lit.fbnet.search import FBNetSearchConfig, fbnet_search_epoch
+from darts_lit.fbnet.space import space as fbnet
+from darts_lit.latency.objective import arch_weights
 
 QUICK = ["--timing-warmup", "0", "--timing-repeats", "1", "--quiet"]
 
@@ -290,7 +290,7 @@ def test_search_train_test_on_digits(tmp_path, capsys, one_thread):
 
 
 def test_train_fbnet_resume_is_bit_exact(tmp_path, one_thread):
-    from darts_lit.runs import read_checkpoint
+    from darts_lit.core.runs import read_checkpoint
 
     args = ["train-fbnet", "--architecture", "fbnet_a", "--dataset", "digits",
             "--epochs", "2", "--max-steps-per-epoch", "2", "--batch-size", "16",

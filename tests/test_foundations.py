@@ -1,12 +1,12 @@
-"""Unit tests of darts_lit.data, darts_lit.ops and darts_lit.mixed_op."""
+"""Unit tests of darts_lit.core.data, darts_lit.cnn.ops and darts_lit.cnn.mixed_op."""
 
 import numpy as np
 import pytest
 import torch
 
-from darts_lit import data
-from darts_lit.mixed_op import MixedOp
-from darts_lit.ops import OPS, PRIMITIVES, count_parameters, make_op
+from darts_lit.cnn.mixed_op import MixedOp
+from darts_lit.cnn.ops import OPS, PRIMITIVES, count_parameters, make_op
+from darts_lit.core import data
 
 # ---- data -------------------------------------------------------------------------
 def test_cifar10_reader_on_real_subset(shared_data):
@@ -197,14 +197,14 @@ def test_imagenet_folder_layout_shapes_and_labels(tmp_path):
 
 
 def test_imagenet_missing_names_layout_and_fix(tmp_path):
-    from darts_lit.data import DataNotFoundError
+    from darts_lit.core.data import DataNotFoundError
 
     with pytest.raises(DataNotFoundError, match=r"imagenet/train/.*DARTS_DATA"):
         data.get_dataset("imagenet", tmp_path, verbose=False)
 
 
 def test_imagenet_training_end_to_end(tmp_path):
-    from darts_lit.train import TrainConfig, train
+    from darts_lit.evaluation.train import TrainConfig, train
 
     _fake_imagenet(tmp_path)
     history = train(TrainConfig.imagenet(

@@ -1,4 +1,5 @@
-"""Unit tests of darts_lit.latency and darts_lit.fbnet (the latency objective)."""
+"""Unit tests of darts_lit.latency.objective and darts_lit.fbnet.space (the latency
+objective)."""
 
 import json
 import math
@@ -7,16 +8,16 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from darts_lit import fbnet
-from darts_lit import latency as L
-from darts_lit import latency_darts as LD
-from darts_lit import latency_table as LT
 from darts_lit.cli import main as cli_main
-from darts_lit.data import DatasetInfo
-from darts_lit.fbnet_search import FBNetSearchConfig, fbnet_search
-from darts_lit.genotypes import DARTS_V2
-from darts_lit.model_search import Network
-from darts_lit.ops import OPS, PRIMITIVES
+from darts_lit.cnn.genotypes import DARTS_V2
+from darts_lit.cnn.model_search import Network
+from darts_lit.cnn.ops import OPS, PRIMITIVES
+from darts_lit.core.data import DatasetInfo
+from darts_lit.fbnet.search import FBNetSearchConfig, fbnet_search
+from darts_lit.fbnet.space import space as fbnet
+from darts_lit.latency.objective import darts as LD
+from darts_lit.latency.objective import objective as L
+from darts_lit.latency.objective import table as LT
 
 FAST = dict(warmup=1, repeats=3)
 
@@ -269,7 +270,7 @@ def test_genotype_latency_is_the_sum_of_chosen_entries(darts_setup):
 
 def test_architect_with_latency_objective_moves_alpha_to_cheap_ops(darts_setup,
                                                                    one_thread):
-    from darts_lit.architect import Architect
+    from darts_lit.cnn.architect import Architect
 
     net, _, _, lat_n, lat_r = darts_setup
     torch.manual_seed(0)
@@ -402,7 +403,7 @@ def test_sampled_logits_softmax_is_the_forward_and_hard_runs_the_sample():
 
 # ---- a hardware-aware search from the search config ----------------------------------
 def _small_search(out_dir, **kw):
-    from darts_lit.search import SearchConfig, search
+    from darts_lit.cnn.search import SearchConfig, search
 
     config = SearchConfig(dataset="digits", epochs=2, batch_size=16, init_channels=4,
                           layers=3, max_steps_per_epoch=4, arch_learning_rate=0.05,

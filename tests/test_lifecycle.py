@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 
 from darts_lit.cli import main
-from darts_lit.config import flag_of, option_meta
-from darts_lit.fbnet_search import FBNetSearchConfig
-from darts_lit.fbnet_train import TrainFBNetConfig
-from darts_lit.rnn_search import RNNSearchConfig
-from darts_lit.rnn_train import RNNTrainConfig
-from darts_lit.search import SearchConfig
-from darts_lit.train import TrainConfig
+from darts_lit.cnn.search import SearchConfig
+from darts_lit.core.config import flag_of, option_meta
+from darts_lit.evaluation.train import TrainConfig
+from darts_lit.fbnet.search import FBNetSearchConfig
+from darts_lit.fbnet.train import TrainFBNetConfig
+from darts_lit.rnn.search import RNNSearchConfig
+from darts_lit.rnn.train import RNNTrainConfig
 
 COMMANDS = {"search": SearchConfig, "train": TrainConfig,
             "search-rnn": RNNSearchConfig, "train-rnn": RNNTrainConfig,
@@ -118,7 +118,7 @@ def test_an_out_that_is_a_file_is_refused_before_any_work(command, under, tmp_pa
 
 
 def test_an_out_that_cannot_be_written_is_refused(tmp_path, capsys, monkeypatch):
-    from darts_lit import runs
+    from darts_lit.core import runs
 
     monkeypatch.setattr(runs.os, "access", lambda path, mode: False)
     assert main(["search", "--out", str(tmp_path / "run"), "--device", "cpu"]) == 1

@@ -1,11 +1,13 @@
-"""Unit tests of darts_lit.model: evaluation cells, networks, drop path and counting."""
+"""Unit tests of darts_lit.evaluation.model: evaluation cells, networks, drop path and
+counting."""
 
 import pytest
 import torch
 from torch import nn
 
-from darts_lit.genotypes import DARTS_V1, DARTS_V2, GENOTYPES, Genotype
-from darts_lit.model import (
+from darts_lit.cnn.genotypes import DARTS_V1, DARTS_V2, GENOTYPES, Genotype
+from darts_lit.cnn.ops import count_parameters
+from darts_lit.evaluation.model import (
     AuxiliaryHeadCIFAR,
     Cell,
     NetworkCIFAR,
@@ -13,7 +15,6 @@ from darts_lit.model import (
     count_macs,
     drop_path,
 )
-from darts_lit.ops import count_parameters
 
 # A small hand-made genotype touching every parametrised op kind, with normal and
 # reduction cells of different widths (3 and 2 concatenated nodes).

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from darts_lit import outputs, runs
-from darts_lit.cli import main
+from darts_lit.cli import main, outputs
+from darts_lit.core import runs
 
 SEARCH = ["--dataset", "digits", "--epochs", "2", "--batch-size", "16",
           "--init-channels", "4", "--layers", "3", "--nodes", "2",
@@ -63,9 +63,9 @@ def test_plot_a_genotype_in_each_format(tmp_path, capsys):
     assert main(["plot", "--genotype", "DARTS", "--recurrent", "--out", rnn]) == 0
     assert (tmp_path / "rnn.png").stat().st_size > 0
     # names shared by both kinds are convolutional unless --recurrent; ENAS is recurrent
-    from darts_lit.cli_tools import _any_genotype
-    from darts_lit.genotypes import Genotype
-    from darts_lit.rnn import RNNGenotype
+    from darts_lit.cli.tools import _any_genotype
+    from darts_lit.cnn.genotypes import Genotype
+    from darts_lit.rnn.model import RNNGenotype
 
     assert isinstance(_any_genotype("DARTS"), Genotype)
     assert isinstance(_any_genotype("DARTS", recurrent=True), RNNGenotype)
@@ -122,8 +122,8 @@ def test_exported_networks_compute_what_the_eager_network_computes(trained, caps
     lines = capsys.readouterr().out.splitlines()
     assert [ln.split()[0] for ln in lines] == ["eager", *formats]
     # independently: load each file and compare with the network rebuilt by hand
-    from darts_lit.genotypes import load_genotype
-    from darts_lit.model import NetworkCIFAR
+    from darts_lit.cnn.genotypes import load_genotype
+    from darts_lit.evaluation.model import NetworkCIFAR
 
     state = torch.load(trained / "train" / "checkpoint.pt", weights_only=False)
     cell = load_genotype(trained / "search" / "genotype.json")
@@ -194,8 +194,8 @@ def test_tensorboard_without_the_package_is_a_config_error(tmp_path, monkeypatch
     err = capsys.readouterr().err
     assert "--tensorboard: needs the tensorboard package" in err, err
     assert not (tmp_path / "r").exists()
-    from darts_lit.config import ConfigError, validate
-    from darts_lit.search import SearchConfig
+    from darts_lit.cnn.search import SearchConfig
+    from darts_lit.core.config import ConfigError, validate
 
     with pytest.raises(ConfigError, match="tensorboard: writes into the run folder: "
                        "give out_dir"):

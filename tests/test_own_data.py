@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from darts_lit import data, folder_data
 from darts_lit.cli import main
-from darts_lit.utils import load_checkpoint
+from darts_lit.core import data, folder_data
+from darts_lit.core.utils import load_checkpoint
 
 CLASSES = ("ant", "bee", "cow")
 

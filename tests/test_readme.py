@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from darts_lit.cli import build_parser
-from darts_lit.genotypes import load_genotype, validate_genotype
+from darts_lit.cnn.genotypes import load_genotype, validate_genotype
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -8,13 +8,14 @@ import pytest
 import torch
 from _helpers import strip_time
 
-from darts_lit import fbnet, recompute
-from darts_lit import search as S
-from darts_lit import train as T
 from darts_lit.cli import main
-from darts_lit.data import DatasetInfo
-from darts_lit.fbnet_search import FBNetSearchConfig, fbnet_search
-from darts_lit.utils import load_checkpoint
+from darts_lit.cnn import search as S
+from darts_lit.core.data import DatasetInfo
+from darts_lit.core.utils import load_checkpoint
+from darts_lit.evaluation import train as T
+from darts_lit.fbnet.search import FBNetSearchConfig, fbnet_search
+from darts_lit.fbnet.space import space as fbnet
+from darts_lit.perf import recompute
 
 SEARCH = S.SearchConfig(dataset="digits", epochs=1, batch_size=16, init_channels=2,
                         layers=3, steps=2, multiplier=2, max_steps_per_epoch=2,
@@ -80,8 +81,8 @@ def test_training_with_recomputed_cells(tmp_path, recomputed_cells):
 
 def test_no_recomputation_without_gradients(recomputed_cells):
     """Evaluation (no_grad) has nothing to keep: the cells run once, as usual."""
-    from darts_lit.genotypes import DARTS_V2
-    from darts_lit.model import NetworkCIFAR
+    from darts_lit.cnn.genotypes import DARTS_V2
+    from darts_lit.evaluation.model import NetworkCIFAR
 
     net = NetworkCIFAR(4, 10, 3, False, DARTS_V2).eval()
     net.recompute_cells = True

@@ -9,10 +9,20 @@ import torch
 from torch.func import functional_call
 from torch.nn import functional as F
 
-from darts_lit.config import ConfigError
-from darts_lit.data import DataNotFoundError
-from darts_lit.genotypes import GenotypeError
-from darts_lit.rnn import (
+from darts_lit.cnn.genotypes import GenotypeError
+from darts_lit.core.config import ConfigError
+from darts_lit.core.data import DataNotFoundError
+from darts_lit.rnn.data import (
+    EOS,
+    UNK,
+    batchify,
+    bptt_windows,
+    get_batch,
+    get_corpus,
+    pydoc_corpus,
+    read_ptb,
+)
+from darts_lit.rnn.model import (
     DARTS_V1,
     DARTS_V2,
     ENAS,
@@ -29,17 +39,7 @@ from darts_lit.rnn import (
     save_rnn_genotype,
     validate_rnn_genotype,
 )
-from darts_lit.rnn_data import (
-    EOS,
-    UNK,
-    batchify,
-    bptt_windows,
-    get_batch,
-    get_corpus,
-    pydoc_corpus,
-    read_ptb,
-)
-from darts_lit.rnn_search import (
+from darts_lit.rnn.search import (
     RNNArchitect,
     RNNSearchConfig,
     check_columns,
@@ -47,7 +47,7 @@ from darts_lit.rnn_search import (
     repackage_hidden,
     search_rnn,
 )
-from darts_lit.rnn_train import (
+from darts_lit.rnn.train import (
     RNNTrainConfig,
     stalled,
     swap_averaged,
@@ -396,7 +396,7 @@ def test_train_resume_is_bit_exact(tmp_path):
 
 def test_train_switches_to_asgd_when_validation_stalls(monkeypatch):
     """Validation losses 1, 2, 3, ...: with nonmono=1 the third epoch switches."""
-    import darts_lit.rnn_train as rs
+    import darts_lit.rnn.train as rs
 
     losses = iter(range(1, 100))
     monkeypatch.setattr(rs, "evaluate_lm", lambda *a, **k: float(next(losses)))

@@ -1,4 +1,5 @@
-"""Tests of darts_lit.search: the loop, checkpoints, bit-exact resume, NaN handling."""
+"""Tests of darts_lit.cnn.search: the loop, checkpoints, bit-exact resume, NaN
+handling."""
 
 import json
 import math
@@ -8,18 +9,18 @@ import pytest
 import torch
 from _helpers import TINY_SEARCH, same
 
-from darts_lit.config import ConfigError
-from darts_lit.data import get_dataset
-from darts_lit.genotypes import load_genotype
-from darts_lit.model_search import Network
-from darts_lit.runs import CHECKPOINT, RunError
-from darts_lit.search import (
+from darts_lit.cnn.genotypes import load_genotype
+from darts_lit.cnn.model_search import Network
+from darts_lit.cnn.search import (
     SearchConfig,
     build_search,
     search,
     search_epoch,
 )
-from darts_lit.utils import NonFiniteLossError, load_checkpoint
+from darts_lit.core.config import ConfigError
+from darts_lit.core.data import get_dataset
+from darts_lit.core.runs import CHECKPOINT, RunError
+from darts_lit.core.utils import NonFiniteLossError, load_checkpoint
 
 TINY = TINY_SEARCH
 
@@ -219,8 +220,8 @@ def test_single_level_trains_w_and_alpha_on_the_whole_training_set(tmp_path):
 
 def test_single_level_under_torchrun_is_refused_before_the_data_is_loaded(monkeypatch):
     """Several processes: one message naming single_level, and no data set read."""
-    from darts_lit import distributed
-    from darts_lit import search as search_module
+    from darts_lit.cnn import search as search_module
+    from darts_lit.scale import distributed
 
     def no_data(*args, **kwargs):
         raise AssertionError("the data set was loaded before the refusal")
@@ -257,7 +258,7 @@ def test_amp_autocasts_the_weight_step_only(unrolled):
     to a float32 run's and the weights are close to, but not equal to, its weights."""
     import copy
 
-    from darts_lit import utils
+    from darts_lit.core import utils
 
     cfg = replace(TINY, max_steps_per_epoch=1, unrolled=unrolled)
     torch.manual_seed(0)

@@ -1,4 +1,4 @@
-"""Unit tests of darts_lit.genotypes (tooling) and darts_lit.model_search."""
+"""Unit tests of darts_lit.cnn.genotypes (tooling) and darts_lit.cnn.model_search."""
 
 import json
 
@@ -9,8 +9,8 @@ import torch
 from torch.nn import functional as F
 
 import darts_lit
-from darts_lit import genotypes as G
-from darts_lit.genotypes import (
+from darts_lit.cnn import genotypes as G
+from darts_lit.cnn.genotypes import (
     DARTS_V2,
     GENOTYPES,
     Genotype,
@@ -25,8 +25,8 @@ from darts_lit.genotypes import (
     validate_cell,
     validate_genotype,
 )
-from darts_lit.model_search import Cell, Network, derive_cell, num_edges
-from darts_lit.ops import OPS, PRIMITIVES
+from darts_lit.cnn.model_search import Cell, Network, derive_cell, num_edges
+from darts_lit.cnn.ops import OPS, PRIMITIVES
 
 matplotlib.use("Agg")
 P = {name: i for i, name in enumerate(PRIMITIVES)}
@@ -424,8 +424,8 @@ def test_parameter_count_printed_by_the_chapter():
 
 
 def test_mixed_op_formula_matches_module():
-    from darts_lit.mixed_op import MixedOp
-    from darts_lit.ops import count_parameters
+    from darts_lit.cnn.mixed_op import MixedOp
+    from darts_lit.cnn.ops import count_parameters
 
     for C in (4, 6):
         for stride in (1, 2):

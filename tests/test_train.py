@@ -1,4 +1,4 @@
-"""Unit tests of darts_lit.train: the loop, checkpoints, bit-exact resume."""
+"""Unit tests of darts_lit.evaluation.train: the loop, checkpoints, bit-exact resume."""
 
 import math
 from dataclasses import replace
@@ -7,9 +7,9 @@ import pytest
 import torch
 from _helpers import strip_time
 
-from darts_lit import train as T
-from darts_lit.genotypes import DARTS_V1, save_genotype
-from darts_lit.utils import NonFiniteLossError, load_checkpoint
+from darts_lit.cnn.genotypes import DARTS_V1, save_genotype
+from darts_lit.core.utils import NonFiniteLossError, load_checkpoint
+from darts_lit.evaluation import train as T
 
 TINY = T.TrainConfig(dataset="digits", epochs=2, init_channels=4, layers=3,
                      batch_size=32, max_steps_per_epoch=3, cutout_length=4,
@@ -177,9 +177,9 @@ def test_channels_last_trains_the_same_network(tmp_path):
 
 NHWC_SCRIPT = """
 import torch
-from darts_lit import genotypes
-from darts_lit.fbnet import make_block
-from darts_lit.model import NetworkCIFAR, NetworkImageNet
+from darts_lit.cnn import genotypes
+from darts_lit.fbnet.space import make_block
+from darts_lit.evaluation.model import NetworkCIFAR, NetworkImageNet
 torch.manual_seed(0)
 cases = [(NetworkImageNet(4, 10, 5, True, genotypes.DARTS_V2), 224),
          (NetworkCIFAR(2, 10, 5, True, genotypes.DARTS_V1), 64),
@@ -218,7 +218,7 @@ def test_strided_pointwise_equals_the_strided_convolution():
     included, and keeps nn.Conv2d's state-dict names."""
     from torch.nn import functional as F
 
-    from darts_lit.ops import StridedPointwise
+    from darts_lit.cnn.ops import StridedPointwise
 
     torch.manual_seed(0)
     conv = StridedPointwise(6, 4, stride=2).double()
@@ -239,9 +239,9 @@ def test_amp_step_is_within_bfloat16_tolerance_of_float32():
     parameters at cosine similarity > 0.93 (measured over seeds 0-4: loss within
     6e-4, cosine 0.956-0.960); the convolutions ran in bfloat16, the weights stayed
     float32."""
-    from darts_lit import utils
-    from darts_lit.genotypes import DARTS_V2
-    from darts_lit.model import NetworkCIFAR
+    from darts_lit.cnn.genotypes import DARTS_V2
+    from darts_lit.core import utils
+    from darts_lit.evaluation.model import NetworkCIFAR
 
     torch.manual_seed(0)
     net = NetworkCIFAR(8, 10, 5, True, DARTS_V2).train()
@@ -298,7 +298,7 @@ def test_compiled_training_is_not_retraced_every_epoch(monkeypatch, tmp_path):
     epoch)."""
     import torch._dynamo
 
-    from darts_lit import utils
+    from darts_lit.core import utils
 
     def counting(traced):
         def backend(gm, inputs):

@@ -30,7 +30,8 @@ CODE = re.compile(r"(?<![`}])`([A-Za-z_][A-Za-z0-9_]*)`(?!`)")
 
 def exported(module: str) -> list[str]:
     """The `__all__` of the generated module `darts_lit.<module>`."""
-    tree = ast.parse((ROOT / "darts_lit" / f"{module}.py").read_text(encoding="utf-8"))
+    path = ROOT / "darts_lit" / f"{module.replace('.', '/')}.py"
+    tree = ast.parse(path.read_text(encoding="utf-8"))
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(
                 getattr(t, "id", None) == "__all__" for t in node.targets):

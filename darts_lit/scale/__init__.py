@@ -1,0 +1,2 @@
+"""Data-parallel runs on many processes (torch.distributed, torchrun). Part "Running at
+scale" of the book."""
