@@ -40,9 +40,9 @@ from darts_lit.cnn.architect import Architect
 from darts_lit.cnn.genotypes import DARTS_V2
 from darts_lit.cnn.model_search import Network
 from darts_lit.evaluation.model import NetworkCIFAR, NetworkImageNet
+from darts_lit.fbnet import models as fbnet_models
+from darts_lit.fbnet import space as fbnet
 from darts_lit.fbnet.search import fbnet_search_epoch
-from darts_lit.fbnet.space import models as fbnet_models
-from darts_lit.fbnet.space import space as fbnet
 from darts_lit.perf.timing import search_step, step_time
 from darts_lit.rnn.model import DARTS_V2 as RNN_DARTS_V2
 from darts_lit.rnn.model import RNNModel, RNNModelSearch

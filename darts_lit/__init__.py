@@ -8,6 +8,7 @@ import train`): re-exported here, they would hide the modules of the same name.
 
 __version__ = "0.1.0"
 
+from darts_lit.cnn import collapse_figures  # noqa: F401  (its hook: collapse.png)
 from darts_lit.cnn.architect import Architect, arch_gradient  # noqa: F401
 from darts_lit.cnn.genotypes import (  # noqa: F401
     DARTS,
@@ -34,6 +35,10 @@ from darts_lit.fbnet.search import FBNetSearchConfig, fbnet_search  # noqa: F401
 from darts_lit.fbnet.space import FBNetSpace, FBNetSupernet, fbnet_network  # noqa: F401
 from darts_lit.latency.darts import latency_objective  # noqa: F401
 from darts_lit.latency.table import LatencyTable  # noqa: F401
+
+# later chapters that plug into seams of earlier ones (core.utils.register_hook): the
+# fast search cell, the fast evaluation cell and recomputed cells
+from darts_lit.perf import fast_cell, fast_model, recompute  # noqa: F401
 from darts_lit.perf.pc_darts import PCNetwork  # noqa: F401
 from darts_lit.rnn.model import RNN_GENOTYPES, RNNGenotype, RNNModel, RNNModelSearch  # noqa: F401
 from darts_lit.rnn.search import RNNSearchConfig, search_rnn  # noqa: F401

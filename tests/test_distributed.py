@@ -15,8 +15,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from darts_lit.scale import distributed
-from darts_lit.scale.distributed import free_port
+from darts_lit.core import distributed
+from darts_lit.core.distributed import free_port
 
 TIMEOUT = 240  # seconds for one group of processes, start-up included
 ONE_STEP_BATCH = 16  # the search-level comparison: 1 process at 16, 2 at 8

@@ -13,6 +13,7 @@ from torch.nn import functional as F
 from darts_lit.cli import main as cli_main
 from darts_lit.cnn.ops import count_parameters
 from darts_lit.evaluation.model import count_macs
+from darts_lit.fbnet import space as fbnet
 from darts_lit.fbnet.models import (
     FBNET_ARCHS,
     PAPER_COUNTS,
@@ -25,7 +26,6 @@ from darts_lit.fbnet.models import (
     space_from_dict,
 )
 from darts_lit.fbnet.search import FBNetSearchConfig, fbnet_search_epoch
-from darts_lit.fbnet.space import space as fbnet
 from darts_lit.latency.objective import arch_weights
 
 QUICK = ["--timing-warmup", "0", "--timing-repeats", "1", "--quiet"]

@@ -13,11 +13,11 @@ from darts_lit.cnn.genotypes import DARTS_V2
 from darts_lit.cnn.model_search import Network
 from darts_lit.cnn.ops import OPS, PRIMITIVES
 from darts_lit.core.data import DatasetInfo
+from darts_lit.fbnet import space as fbnet
 from darts_lit.fbnet.search import FBNetSearchConfig, fbnet_search
-from darts_lit.fbnet.space import space as fbnet
-from darts_lit.latency.objective import darts as LD
-from darts_lit.latency.objective import objective as L
-from darts_lit.latency.objective import table as LT
+from darts_lit.latency import darts as LD
+from darts_lit.latency import objective as L
+from darts_lit.latency import table as LT
 
 FAST = dict(warmup=1, repeats=3)
 

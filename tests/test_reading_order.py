@@ -13,20 +13,8 @@ DEFAULT_EXP = re.compile(r"^#\|\s*default_exp\s+(\S+)", re.M)
 # chapter will define a parameter, registry or hook, and the later one plug into it.
 # The list may only shrink: an edge fixed must leave it, a new one fails the test.
 KNOWN_BACKWARD = {
-    ("cnn.collapse", "perf.pc_darts"),
-    ("cnn.model_search", "perf.fast_cell"),
-    ("cnn.model_search", "perf.recompute"),
     ("cnn.search", "cnn.collapse"),
     ("cnn.search", "cnn.single_level"),
-    ("cnn.search", "latency.darts"),
-    ("cnn.search", "perf.pc_darts"),
-    ("cnn.search", "scale.distributed"),
-    ("cnn.search_figures", "cnn.collapse_figures"),
-    ("evaluation.model", "perf.fast_model"),
-    ("evaluation.model", "perf.recompute"),
-    ("evaluation.train", "scale.distributed"),
-    ("fbnet.search", "fbnet.models"),
-    ("fbnet.space", "perf.recompute"),
 }
 
 

@@ -13,8 +13,8 @@ from darts_lit.cnn import search as S
 from darts_lit.core.data import DatasetInfo
 from darts_lit.core.utils import load_checkpoint
 from darts_lit.evaluation import train as T
+from darts_lit.fbnet import space as fbnet
 from darts_lit.fbnet.search import FBNetSearchConfig, fbnet_search
-from darts_lit.fbnet.space import space as fbnet
 from darts_lit.perf import recompute
 
 SEARCH = S.SearchConfig(dataset="digits", epochs=1, batch_size=16, init_channels=2,

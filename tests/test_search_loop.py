@@ -221,7 +221,7 @@ def test_single_level_trains_w_and_alpha_on_the_whole_training_set(tmp_path):
 def test_single_level_under_torchrun_is_refused_before_the_data_is_loaded(monkeypatch):
     """Several processes: one message naming single_level, and no data set read."""
     from darts_lit.cnn import search as search_module
-    from darts_lit.scale import distributed
+    from darts_lit.core import distributed
 
     def no_data(*args, **kwargs):
         raise AssertionError("the data set was loaded before the refusal")

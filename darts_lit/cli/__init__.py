@@ -57,6 +57,6 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     finally:
-        from darts_lit.scale.distributed import teardown
+        from darts_lit.core.distributed import teardown
 
         teardown()  # leave the process group of a torchrun launch

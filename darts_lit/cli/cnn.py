@@ -18,7 +18,7 @@ from darts_lit.cli.base import add_run_command, config_from_cli, run_command
 def run_data_parallel(run, config, stop_after: int | None):
     """`run(config)`, under torchrun too (rank 0 names the run folder): the history
     on rank 0, None on the other ranks or when no epoch was left to run."""
-    from darts_lit.scale import distributed
+    from darts_lit.core import distributed
 
     distributed.init_from_env(config.device)  # under torchrun: join the group
     config.out_dir = distributed.broadcast_object(config.out_dir)

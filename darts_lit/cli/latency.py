@@ -78,8 +78,8 @@ def register_latency(subparsers) -> None:
 
 def _darts_table(args, in_channels, image_size, **kw):
     from darts_lit.cnn.model_search import Network
-    from darts_lit.latency.objective import darts as LD
-    from darts_lit.latency.objective import table as LT
+    from darts_lit.latency import darts as LD
+    from darts_lit.latency import table as LT
 
     net = Network(args.init_channels, 10, args.layers, in_channels=in_channels)
     shapes = LD.darts_edge_shapes(net, image_size)
@@ -93,7 +93,7 @@ def _darts_table(args, in_channels, image_size, **kw):
 
 
 def _fbnet_table(args, in_channels, image_size, **kw):
-    from darts_lit.fbnet.space import space as fbnet
+    from darts_lit.fbnet import space as fbnet
 
     space = fbnet.FBNetSpace.for_images(in_channels, 10, image_size)
     table = fbnet.fbnet_table(space, args.batch_size, path=args.table, **kw)

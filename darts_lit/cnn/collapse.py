@@ -121,13 +121,10 @@ def cap_skips(alpha: torch.Tensor, steps: int, max_skips: int, primitives=PRIMIT
             return cell
         excluded.append((min(skips, key=lambda e: W[e, skip].item()), "skip_connect"))
 
-# %% ../../book/08_collapse.md #f5ad5019
+# %% ../../book/08_collapse.md #8b2b32a4
 def capped_genotype(model, max_skips: int):
     """`model.genotype()` with P-DARTS's cap on the normal cell's skip connections."""
-    from darts_lit.perf.pc_darts import edge_weights  # chapter 14_pc_darts
-
-    ew = (edge_weights(model.betas_normal, model._steps)
-          if getattr(model, "edge_norm", False) else None)
+    ew = model.derivation_edge_weights("normal")  # PC-DARTS's β (chapter 14_pc_darts)
     normal = cap_skips(model.alphas_normal, model._steps, max_skips, model.primitives,
                        ew)
     return model.genotype()._replace(normal=normal)

@@ -4,14 +4,12 @@
 __all__ = ['IMPLS', 'check_impl', 'Cell', 'num_edges', 'stack_cells', 'supernet_logits',
            'Network', 'derivation_weights', 'derive_cell']
 
-# %% ../../book/05_model_search.md #b45b2084
+# %% ../../book/05_model_search.md #71b223ac
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-# the fast cell of a later chapter (darts_lit.perf.fast_cell imports nothing from here)
-from ..perf.fast_cell import fast_cell_forward
-from ..perf.recompute import recomputed, recomputes
+from ..core.utils import cell_runner, hook
 from .genotypes import Genotype
 from .mixed_op import MixedOp
 from .ops import PRIMITIVES, FactorizedReduce, ReLUConvBN
@@ -26,7 +24,7 @@ def check_impl(impl: str) -> str:
         raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
     return impl
 
-# %% ../../book/05_model_search.md #dee870b0
+# %% ../../book/05_model_search.md #cccb7c4a
 class Cell(nn.Module):
     """A search cell: each node sums MixedOps over all earlier nodes (eq. 1)."""
 
@@ -51,8 +49,8 @@ class Cell(nn.Module):
 
     def forward(self, s0, s1, weights):
         # weights: [num_edges, num_ops], one softmax row per edge
-        if self.impl == "fast":  # same result, see the chapter "Making the search fast"
-            return fast_cell_forward(self, s0, s1, weights)
+        if self.impl == "fast":  # same result: the hook of chapter 14_fast_cell
+            return hook("fast_search_cell")(self, s0, s1, weights)
         states = [self.preprocess0(s0), self.preprocess1(s1)]  # [B, C, H, W] each
         offset = 0
         for _ in range(self._steps):
@@ -84,7 +82,7 @@ def stack_cells(C, layers, steps, multiplier, stem_multiplier, impl="fast",
         C_prev_prev, C_prev = C_prev, multiplier * C_curr
     return cells, C_prev
 
-# %% ../../book/05_model_search.md #a78f4bdb
+# %% ../../book/05_model_search.md #408967e0
 def supernet_logits(net: nn.Module, x: torch.Tensor, perturb=None) -> torch.Tensor:
     """Logits [B, num_classes] of images x [B, in_channels, H, W] through `net`."""
     if x.dim() != 4 or x.shape[1] != net._in_channels:
@@ -103,14 +101,14 @@ def supernet_logits(net: nn.Module, x: torch.Tensor, perturb=None) -> torch.Tens
         w_normal = (p_normal(w_normal[0]), *w_normal[1:])
         w_reduce = (p_reduce(w_reduce[0]), *w_reduce[1:])
     s0 = s1 = net.stem(x)  # [B, stem_multiplier*C, H, W]
-    recompute = recomputes(net)  # chapter 14_recompute: keep only each cell's inputs
+    run = cell_runner(net)  # chapter 14_recompute: keep only each cell's inputs
     for cell in net.cells:
         w = w_reduce if cell.reduction else w_normal
-        s0, s1 = s1, (recomputed(cell, s0, s1, *w) if recompute else cell(s0, s1, *w))
+        s0, s1 = s1, (run(cell, s0, s1, *w) if run else cell(s0, s1, *w))
     out = net.global_pooling(s1)  # [B, C_prev, 1, 1]
     return net.classifier(out.flatten(1))  # [B, num_classes]
 
-# %% ../../book/05_model_search.md #e2968392
+# %% ../../book/05_model_search.md #9fe7c8e9
 class Network(nn.Module):
     """The DARTS supernet: a stem, `layers` search cells, pooling and a classifier."""
 
@@ -162,6 +160,11 @@ class Network(nn.Module):
                         reduce=derive_cell(self.alphas_reduce, self._steps,
                                            self.primitives),
                         reduce_concat=concat)
+
+    def derivation_edge_weights(self, part: str) -> torch.Tensor | None:
+        """What scales each edge of the `part` cell ("normal" or "reduce") when a cell
+        is derived: None here, α alone (PC-DARTS's edge normalisation overrides it)."""
+        return None
 
     @property
     def impl(self) -> str:

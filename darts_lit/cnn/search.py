@@ -6,7 +6,7 @@ __all__ = ['check_hvp', 'SearchConfig', 'SearchParts', 'build_search', 'seed_loa
            'epoch_record', 'save_search', 'resume_search', 'early_stop_epoch',
            'search_result', 'search']
 
-# %% ../../book/08_search.md #3de29bc8
+# %% ../../book/08_search.md #f485b66c
 import functools
 import itertools
 import time
@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..core import config, runs, utils
+from ..core import config, distributed, runs, utils
 from ..core.config import RunConfig, config_error, option, option_name, validate
 from ..core.data import get_dataset, search_loaders
-from ..scale import distributed
+from ..core.utils import hook
 from . import collapse
 from .architect import HVP_METHODS, Architect
 from .genotypes import genotype_to_dict
@@ -182,7 +182,7 @@ class SearchConfig(RunConfig):
                                f"{self.multiplier}")
         super().check()  # the device
 
-# %% ../../book/08_search.md #c88cd107
+# %% ../../book/08_search.md #43090a67
 @dataclass
 class SearchParts:
     """The objects of a running search."""
@@ -217,11 +217,9 @@ def build_search(config: SearchConfig, arch_objective=None) -> SearchParts:
             data, config.batch_size, config.train_portion, config.seed,
             config.num_workers)
     network, pc = Network, {}
-    if config.partial_channels > 1 or config.edge_normalization:
-        from darts_lit.perf.pc_darts import PCNetwork  # chapter 14_pc_darts
-
-        network, pc = PCNetwork, dict(k=config.partial_channels,
-                                      edge_norm=config.edge_normalization)
+    if config.partial_channels > 1 or config.edge_normalization:  # 14_pc_darts' hook
+        network, pc = hook("pc_darts_network"), dict(k=config.partial_channels,
+                                                     edge_norm=config.edge_normalization)
     model = network(config.init_channels, info.num_classes, config.layers,
                     steps=config.steps, multiplier=config.multiplier or config.steps,
                     in_channels=info.in_channels,
@@ -229,8 +227,7 @@ def build_search(config: SearchConfig, arch_objective=None) -> SearchParts:
     distributed.broadcast_(model.arch_parameters())  # the same α everywhere
     model.recompute_cells = config.recompute_cells  # chapter 14_recompute
     if config.latency_weight:  # the additive latency term of chapter 12_latency_darts
-        from darts_lit.latency.darts import search_latency_objective
-
+        search_latency_objective = hook("search_latency_objective")
         if arch_objective is not None:
             raise ValueError("give either latency_weight or arch_objective, not both")
         table = config.out_dir and Path(config.out_dir, "latency_table.json") or None
@@ -367,7 +364,7 @@ def evaluate_supernet(model, loader, device, max_steps=None,
         return tuple(distributed.reduce_meters({"loss": loss_m, "acc": acc_m}).values())
     return loss_m.avg, acc_m.avg
 
-# %% ../../book/08_search.md #4097230d
+# %% ../../book/08_search.md #9fa43f5d
 def alpha_weights(model) -> dict:
     """softmax(α) of each cell type as nested lists (JSON-ready)."""
     return {"normal": model.alphas_normal.detach().softmax(-1).cpu().tolist(),
@@ -376,13 +373,11 @@ def alpha_weights(model) -> dict:
 
 def beta_weights(model) -> dict | None:
     """PC-DARTS's edge weights (softmax of β per node) of each cell type, or None."""
-    if not getattr(model, "edge_norm", False):
+    weights = {part: model.derivation_edge_weights(part)  # [k] or None
+               for part in ("normal", "reduce")}
+    if weights["normal"] is None:  # DARTS: α alone
         return None
-    from darts_lit.perf.pc_darts import edge_weights
-
-    return {part: edge_weights(getattr(model, f"betas_{part}").detach(),
-                               model._steps).cpu().tolist()
-            for part in ("normal", "reduce")}
+    return {part: w.detach().cpu().tolist() for part, w in weights.items()}
 
 
 def epoch_record(parts: SearchParts, config, epoch, lr, stats, seconds) -> dict:

@@ -53,17 +53,17 @@ def plot_alpha_history(history, part: str = "normal", primitives=None, ax=None):
     ax.grid(alpha=0.3)
     return ax
 
-# %% ../../book/08_search_figures.md #b75bb227
+# %% ../../book/08_search_figures.md #c7596423
 def save_search_plots(history, out_dir, fmt: str = "png") -> list[Path]:
     """Accuracy, α-over-epochs, α heat maps, cell drawings and collapse diagnostics of
     a search, as PNGs (or as `fmt`: svg, pdf)."""
     import matplotlib.pyplot as plt
 
-    from darts_lit.cnn.collapse_figures import plot_collapse
     from darts_lit.cnn.genotypes import genotype_from_dict, plot_alphas, plot_cell
     from darts_lit.cnn.ops import PRIMITIVES
     from darts_lit.cnn.search import search_result
     from darts_lit.core.runs import save_figure
+    from darts_lit.core.utils import hook
 
     out, written = Path(out_dir), []
 
@@ -87,6 +87,6 @@ def save_search_plots(history, out_dir, fmt: str = "png") -> list[Path]:
         plot_cell(getattr(g, part), getattr(g, f"{part}_concat"), ax=ax,
                   title=f"{part} cell")
         save(fig, f"cell_{part}.png")
-    if "skips" in history[-1]:  # a history with the collapse diagnostics
-        save(plot_collapse(history)[0].figure, "collapse.png")
+    if "skips" in history[-1]:  # the diagnostics' figure of chapter 08_collapse_figures
+        save(hook("collapse_figure")(history), "collapse.png")
     return written

@@ -5,7 +5,7 @@ __all__ = ['drop_path', 'Cell', 'AuxiliaryHead', 'AuxiliaryHeadCIFAR',
            'AuxiliaryHeadImageNet', 'build_cells', 'forward_cells', 'NetworkCIFAR',
            'NetworkImageNet', 'count_macs']
 
-# %% ../../book/09_model.md #2747738f
+# %% ../../book/09_model.md #b1967464
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -14,8 +14,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from ..cnn.genotypes import Genotype
 from ..cnn.model_search import check_impl
 from ..cnn.ops import OPS, FactorizedReduce, Identity, ReLUConvBN
-from ..perf.fast_model import fast_eval_forward
-from ..perf.recompute import recomputed, recomputes
+from ..core.utils import cell_runner, hook
 
 # %% ../../book/09_model.md #e6246862
 def drop_path(x: torch.Tensor, drop_prob: float | torch.Tensor) -> torch.Tensor:
@@ -33,7 +32,7 @@ def drop_path(x: torch.Tensor, drop_prob: float | torch.Tensor) -> torch.Tensor:
                        dtype=x.dtype).bernoulli_(keep)  # [B, 1, 1, 1]
     return x * mask / keep
 
-# %% ../../book/09_model.md #fc630fbc
+# %% ../../book/09_model.md #ac399698
 class Cell(nn.Module):
     """A discrete cell built from a genotype: two ops into every intermediate node."""
 
@@ -58,8 +57,8 @@ class Cell(nn.Module):
             for name, index in pairs)
 
     def forward(self, s0, s1, drop_prob: float = 0.0, relus: dict | None = None):
-        if self.impl == "fast":  # same result: chapter "The fast evaluation network"
-            return fast_eval_forward(self, s0, s1, drop_prob, relus)
+        if self.impl == "fast":  # same result: the hook of chapter 14_fast_model
+            return hook("fast_eval_cell")(self, s0, s1, drop_prob, relus)
         states = [self.preprocess0(s0), self.preprocess1(s1)]  # 2 × [B, C, H, W]
         for j in range(self._steps):
             node = 0
@@ -142,14 +141,14 @@ def build_cells(genotype: Genotype, C: int, layers: int, C_prev_prev: int,
             C_aux = C_prev
     return cells, C_prev, C_aux
 
-# %% ../../book/09_model.md #aa202093
+# %% ../../book/09_model.md #477754a9
 def forward_cells(net: nn.Module, s0: torch.Tensor, s1: torch.Tensor):
     """Run `net.cells` on the stem outputs; `logits` or, when training with the
     auxiliary head, `(logits, logits_aux)`."""
     logits_aux, relus = None, {}  # relus: the fast cells' ReLU of a cell output, once
-    recompute = recomputes(net)  # chapter 14_recompute: no ReLU shared across cells
+    run = cell_runner(net)  # chapter 14_recompute: no ReLU shared across cells
     for i, cell in enumerate(net.cells):
-        s0, s1 = s1, (recomputed(cell, s0, s1, net.drop_path_prob) if recompute
+        s0, s1 = s1, (run(cell, s0, s1, net.drop_path_prob) if run
                       else cell(s0, s1, net.drop_path_prob, relus))
         if i == 2 * net._layers // 3 and net._auxiliary and net.training:
             logits_aux = net.auxiliary_head(s1)  # [B, num_classes]

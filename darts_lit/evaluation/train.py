@@ -6,7 +6,7 @@ __all__ = ['imagenet_needs_rgb', 'TrainConfig', 'build_model', 'make_optimizer',
            'evaluate', 'make_loaders', 'save_run', 'start_or_resume', 'train',
            'read_train_checkpoint', 'evaluate_checkpoint']
 
-# %% ../../book/10_train.md #2559c581
+# %% ../../book/10_train.md #f02fd622
 import itertools
 import time
 from dataclasses import dataclass, replace
@@ -31,9 +31,8 @@ from ..cnn import genotypes
 from ..cnn.genotypes import Genotype, resolve_genotype
 from ..cnn.ops import count_parameters
 from ..cnn.search import SearchConfig
-from ..core import runs, utils
+from ..core import distributed, runs, utils
 from ..core.data import DATASETS, get_dataset
-from ..scale import distributed
 from .model import NetworkCIFAR, NetworkImageNet
 
 # %% ../../book/10_train.md #66219f08

@@ -7,7 +7,7 @@ __all__ = ['FBNET_BLOCKS', 'parse_block', 'ChannelShuffle', 'MBConv', 'make_bloc
            'fbnet_table', 'sample_choices', 'average_ranks', 'spearman',
            'validate_table']
 
-# %% ../../book/13_fbnet.md #97563353
+# %% ../../book/13_fbnet.md #f63abe4b
 import re
 from dataclasses import dataclass
 
@@ -22,8 +22,8 @@ from darts_lit.latency.table import (
 )
 
 from ..cnn.ops import StridedPointwise
+from ..core.utils import cell_runner
 from ..latency.objective import discrete_latency
-from ..perf.recompute import recomputed, recomputes
 
 # %% ../../book/13_fbnet.md #03e16d81
 FBNET_BLOCKS = ("k3_e1", "k3_e1_g2", "k3_e3", "k3_e6", "k5_e1", "k5_e1_g2", "k5_e3",
@@ -135,7 +135,7 @@ def make_head(space: FBNetSpace) -> nn.Module:
         nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
         nn.Linear(space.head, space.num_classes))
 
-# %% ../../book/13_fbnet.md #d75d1393
+# %% ../../book/13_fbnet.md #2890853a
 class MixedBlock(nn.Module):
     """One searchable FBNet layer: the weighted sum of its candidate blocks."""
 
@@ -165,9 +165,9 @@ class FBNetSupernet(nn.Module):
     def forward(self, x, weights=None):
         weights = self.theta.softmax(-1) if weights is None else weights  # [L, K]
         x = self.stem(x)
-        recompute = recomputes(self)  # chapter 14_recompute: keep each layer's input
+        run = cell_runner(self)  # chapter 14_recompute: keep each layer's input
         for layer, w in zip(self.layers, weights, strict=True):
-            x = recomputed(layer, x, w) if recompute else layer(x, w)
+            x = run(layer, x, w) if run else layer(x, w)
         return self.head(x)  # [B, num_classes]
 
     def arch_parameters(self) -> list:

@@ -5,7 +5,7 @@ __all__ = ['EdgeShape', 'darts_edge_shapes', 'darts_specs', 'make_darts_op',
            'darts_latency_matrices', 'darts_expected_latency', 'genotype_latency',
            'latency_objective', 'search_latency_objective']
 
-# %% ../../book/12_latency_darts.md #ddbeb4b2
+# %% ../../book/12_latency_darts.md #4baf07bf
 from typing import NamedTuple
 
 import torch
@@ -13,6 +13,7 @@ from torch import nn
 
 from ..cnn.mixed_op import MixedOp
 from ..cnn.ops import PRIMITIVES
+from ..core.utils import register_hook
 from .objective import additive_loss, expected_latency, fbnet_loss
 from .table import LatencyTable, OpSpec, load_or_measure
 
@@ -129,3 +130,6 @@ def search_latency_objective(model: nn.Module, image_size: int, batch: int,
                                      torch.zeros(lat_reduce.shape), lat_normal,
                                      lat_reduce).item()
     return latency_objective(lat_normal, lat_reduce, lam=kappa / uniform)
+
+# %% ../../book/12_latency_darts.md #1b06936b
+register_hook("search_latency_objective", search_latency_objective)

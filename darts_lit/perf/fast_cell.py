@@ -6,7 +6,7 @@ __all__ = ['POOLS', 'sep_conv_of_relu', 'dil_conv_of_relu', 'strided_pointwise',
            'factorized_reduce_of_samples', 'op_kind', 'conv_of_relu', 'edge_terms',
            'edge_index', 'channels_last_grad', 'sum_terms', 'fast_cell_forward']
 
-# %% ../../book/14_fast_cell.md #1a04007a
+# %% ../../book/14_fast_cell.md #f1af7040
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -21,6 +21,7 @@ from darts_lit.perf.fast import (
 
 from ..cnn.ops import DilConv, FactorizedReduce, Identity, SepConv, Zero
 from ..cnn.ops import strided_pointwise as ops_strided_pointwise
+from ..core.utils import register_hook
 
 # %% ../../book/14_fast_cell.md #6856bce5
 def sep_conv_of_relu(op: SepConv, r, w, opts=None):
@@ -239,3 +240,6 @@ def fast_cell_forward(cell, s0, s1, weights):
             # $x_{j+1} = \sum_{i \le j} \sum_o w^{(i,j+1)}_o \, o(x_i)$
             states.append(node(sum_terms(terms[j - 1], opts.inplace_sums)))
     return torch.cat(states[-cell._multiplier:], dim=1)  # [B, multiplier*C, H, W]
+
+# %% ../../book/14_fast_cell.md #37019efd
+register_hook("fast_search_cell", fast_cell_forward)

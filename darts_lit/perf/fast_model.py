@@ -4,7 +4,7 @@
 __all__ = ['OWN_OUTPUT', 'drop_path_', 'node_sum', 'input_relus', 'preprocess_of_relu',
            'bn_group', 'GroupedBatchNorm', 'grouped_batch_norm', 'fast_eval_forward']
 
-# %% ../../book/14_fast_model.md #75346070
+# %% ../../book/14_fast_model.md #349afa71
 import math
 
 import torch
@@ -27,6 +27,7 @@ from darts_lit.perf.fast_cell import (
 )
 
 from ..cnn.ops import DilConv, FactorizedReduce, ReLUConvBN, SepConv, Zero
+from ..core.utils import register_hook
 
 # %% ../../book/14_fast_model.md #0fad6b1c
 def drop_path_(x: torch.Tensor, drop_prob: float | torch.Tensor) -> torch.Tensor:
@@ -196,3 +197,6 @@ def _cell_forward(cell, s0, s1, drop_prob, relus):
 
 def _drop_path(x, drop_prob):
     return drop_path_(x.clone(), drop_prob)  # x may be read elsewhere: a copy
+
+# %% ../../book/14_fast_model.md #acae016d
+register_hook("fast_eval_cell", fast_eval_forward)

@@ -4,7 +4,7 @@
 __all__ = ['channel_shuffle', 'PCMixedOp', 'edge_weights', 'PCCell',
            'pc_fast_cell_forward', 'PCNetwork']
 
-# %% ../../book/14_pc_darts.md #312c8373
+# %% ../../book/14_pc_darts.md #92517640
 import functools
 
 import torch
@@ -15,6 +15,7 @@ from ..cnn.genotypes import Genotype
 from ..cnn.mixed_op import MixedOp
 from ..cnn.model_search import Cell, Network, derive_cell, num_edges
 from ..cnn.ops import PRIMITIVES
+from ..core.utils import register_hook
 from .fast import active_optimizations
 from .fast_cell import edge_index, edge_terms
 
@@ -110,7 +111,7 @@ def pc_fast_cell_forward(cell, s0, s1, weights, edge_w=None):
             states.append(sum(inputs[j - 1][1:], inputs[j - 1][0]))
     return torch.cat(states[-cell._multiplier:], dim=1)  # [B, multiplier*C, H, W]
 
-# %% ../../book/14_pc_darts.md #ffca818c
+# %% ../../book/14_pc_darts.md #1bcbd248
 class PCNetwork(Network):
     """The DARTS supernet with partial channels (K) and edge normalisation (β)."""
 
@@ -139,14 +140,23 @@ class PCNetwork(Network):
         betas = [self.betas_normal, self.betas_reduce] if self.edge_norm else []
         return [self.alphas_normal, self.alphas_reduce, *betas]
 
+    def derivation_edge_weights(self, part: str) -> torch.Tensor | None:
+        """Each node's softmax(β) weight of every edge [k] of the `part` cell (eq. PC
+        4) with edge normalisation, else None."""
+        if not self.edge_norm:
+            return None
+        return edge_weights(getattr(self, f"betas_{part}"), self._steps)
+
     def genotype(self) -> Genotype:
         """The paper's rule (§2.4) on the products of eq. PC 4, as PC-DARTS derives."""
         concat = list(range(2 + self._steps - self._multiplier, self._steps + 2))
         cells = {}
         for part in ("normal", "reduce"):
-            ew = (edge_weights(getattr(self, f"betas_{part}"), self._steps)
-                  if self.edge_norm else None)
+            ew = self.derivation_edge_weights(part)
             cells[part] = derive_cell(getattr(self, f"alphas_{part}"), self._steps,
                                       self.primitives, edge_weights=ew)
         return Genotype(normal=cells["normal"], normal_concat=concat,
                         reduce=cells["reduce"], reduce_concat=concat)
+
+# %% ../../book/14_pc_darts.md #f2efff4b
+register_hook("pc_darts_network", PCNetwork)

@@ -3,13 +3,15 @@
 # %% auto #0
 __all__ = ['SecondRun', 'recomputed', 'recomputes']
 
-# %% ../../book/14_recompute.md #ab8910d9
+# %% ../../book/14_recompute.md #7cf8f738
 import contextlib
 
 import torch
 from torch import nn
 from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint
+
+from ..core.utils import register_hook
 
 # %% ../../book/14_recompute.md #536dac40
 class SecondRun:
@@ -48,3 +50,6 @@ def recomputes(net: nn.Module) -> bool:
     """Whether `net` recomputes its cells now: `net.recompute_cells` is set and
     gradients are recorded (nothing to keep in evaluation or under `no_grad`)."""
     return bool(getattr(net, "recompute_cells", False)) and torch.is_grad_enabled()
+
+# %% ../../book/14_recompute.md #089f58ff
+register_hook("recompute", recomputed)

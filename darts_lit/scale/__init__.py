@@ -1,2 +1,0 @@
-"""Data-parallel runs on many processes (torch.distributed, torchrun). Part "Running at
-scale" of the book."""
