@@ -8,7 +8,9 @@ import train`): re-exported here, they would hide the modules of the same name.
 
 __version__ = "0.1.0"
 
-from darts_lit.cnn import collapse_figures  # noqa: F401  (its hook: collapse.png)
+# later chapters that plug into seams of earlier ones: the search's remedies and spaces
+# (cnn.search.register_remedy), the collapse figure (core.utils.register_hook)
+from darts_lit.cnn import collapse, collapse_figures, single_level  # noqa: F401
 from darts_lit.cnn.architect import Architect, arch_gradient  # noqa: F401
 from darts_lit.cnn.genotypes import (  # noqa: F401
     DARTS,

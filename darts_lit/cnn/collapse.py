@@ -5,22 +5,26 @@ __all__ = ['SPACES', 'PARAMETER_FREE', 'cell_stats', 'edge_entropy', 'alpha_hvp'
            'lanczos_max', 'hessian_eigenvalue', 'fixed_batches', 'cap_skips',
            'capped_genotype', 'darts_es_stop', 'op_ranking', 'darts_plus_stop',
            'sdarts_radius', 'random_smoothing', 'adversarial_smoothing',
-           'epoch_diagnostics']
+           'epoch_diagnostics', 'CollapseDiagnostics', 'SkipCap', 'EarlyStop', 'SDARTS']
 
-# %% ../../book/08_collapse.md #a1ab44ec
+# %% ../../book/08_collapse.md #a39e82e5
 import torch
 from torch.nn import functional as F
 
+from ..core import distributed
+from ..core.utils import registry
 from .model_search import derivation_weights, derive_cell
 from .ops import PRIMITIVES
+from .search import SearchRemedy, register_remedy
 
-# %% ../../book/08_collapse.md #809bc650
-SPACES = {
-    "darts": PRIMITIVES,
+# %% ../../book/08_collapse.md #4494e6a0
+SPACES = registry("search.spaces")  # the search's spaces (chapter 08_search)
+SPACES.setdefault("darts", PRIMITIVES)
+SPACES.update({
     "s2": ["skip_connect", "sep_conv_3x3"],
     "s3": ["none", "skip_connect", "sep_conv_3x3"],
     "s4": ["noise", "sep_conv_3x3"],
-}
+})
 PARAMETER_FREE = ("none", "noise", "skip_connect", "max_pool_3x3", "avg_pool_3x3")
 
 # %% ../../book/08_collapse.md #ac886c4d
@@ -227,3 +231,78 @@ def epoch_diagnostics(model, batches=None, seed: int = 0) -> dict:
             "entropy": {part: edge_entropy(getattr(model, f"alphas_{part}")).tolist()
                         for part in ("normal", "reduce")},
             "lambda_max": lam}
+
+# %% ../../book/08_collapse.md #fe631e68
+@register_remedy
+class CollapseDiagnostics(SearchRemedy):
+    """Every epoch's record gets `epoch_diagnostics`; λ_max on `hessian_batches`
+    validation batches drawn once (by rank 0, and sent to every rank)."""
+
+    @staticmethod
+    def active(config) -> bool:
+        return True
+
+    def built(self, parts) -> None:
+        if self.config.hessian_batches and distributed.is_main():
+            # a shard's loader still holds the whole split: the batches of one process
+            parts.hessian_batches = fixed_batches(
+                parts.valid_loader or parts.train_loader, self.config.hessian_batches,
+                self.config.seed)
+
+    def record(self, parts) -> dict:
+        d = epoch_diagnostics(parts.model, parts.hessian_batches, self.config.seed)
+        if self.config.hessian_batches:  # measured by rank 0, recorded by every rank
+            d["lambda_max"] = distributed.broadcast_object(d["lambda_max"])
+        return d
+
+# %% ../../book/08_collapse.md #05299d33
+@register_remedy
+class SkipCap(SearchRemedy):
+    """P-DARTS: at most `max_skips` skip connections in the derived normal cell."""
+
+    @staticmethod
+    def active(config) -> bool:
+        return config.max_skips is not None
+
+    def genotype(self, model, genotype):
+        return capped_genotype(model, self.config.max_skips)
+
+
+@register_remedy
+class EarlyStop(SearchRemedy):
+    """DARTS-ES (λ_max has grown) or DARTS+ (two skip connections, or a ranking of
+    α that no longer changes), as `early_stop` names."""
+
+    @staticmethod
+    def active(config) -> bool:
+        return config.early_stop != "none"
+
+    def stop(self, history: list) -> int | None:
+        if self.config.early_stop == "darts_es":
+            return darts_es_stop([r["lambda_max"] for r in history])
+        rankings = [op_ranking(r["alphas"]["normal"] + r["alphas"]["reduce"],
+                               r["primitives"]) for r in history]
+        if darts_plus_stop([r["skips"] for r in history], rankings):
+            return history[-1]["epoch"]
+        return None
+
+# %% ../../book/08_collapse.md #89c38681
+@register_remedy
+class SDARTS(SearchRemedy):
+    """SDARTS-RS (noise of the epoch's radius) or, with `sdarts_attack_steps`,
+    SDARTS-ADV (each batch's worst δ) on the weight steps' view of softmax(α)."""
+
+    @staticmethod
+    def active(config) -> bool:
+        return config.sdarts_epsilon > 0
+
+    def epoch_view(self, parts, epoch: int):
+        c = self.config
+        self.epsilon = sdarts_radius(epoch, c.epochs, c.sdarts_epsilon)
+        return random_smoothing(self.epsilon)
+
+    def batch_view(self, parts, x, y, view):
+        if not self.config.sdarts_attack_steps:
+            return view
+        return adversarial_smoothing(parts.model, x, y, self.epsilon,
+                                     self.config.sdarts_attack_steps)
