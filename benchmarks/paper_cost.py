@@ -42,7 +42,7 @@ from darts_lit.cnn.model_search import Network
 from darts_lit.evaluation.model import NetworkCIFAR, NetworkImageNet
 from darts_lit.fbnet import models as fbnet_models
 from darts_lit.fbnet import space as fbnet
-from darts_lit.fbnet.search import fbnet_search_epoch
+from darts_lit.fbnet.search import search_fbnet_epoch
 from darts_lit.perf.timing import search_step, step_time
 from darts_lit.rnn.model import DARTS_V2 as RNN_DARTS_V2
 from darts_lit.rnn.model import RNNModel, RNNModelSearch
@@ -129,7 +129,7 @@ def ptb_eval(device):
     return lm_step(model, device, 64, arch=False), steps
 
 
-def fbnet_search(device, batch: int = 64):
+def search_fbnet(device, batch: int = 64):
     """Four w steps (single path) and one θ step of the paper's FBNet supernet."""
     space = fbnet_models.paper_space(num_classes=100)
     model = fbnet.FBNetSupernet(space).to(device).train()
@@ -141,9 +141,9 @@ def fbnet_search(device, batch: int = 64):
 
     def step():
         for _ in range(4):
-            fbnet_search_epoch(model, data, w_opt, tau=5.0, train_theta=False,
+            search_fbnet_epoch(model, data, w_opt, tau=5.0, train_theta=False,
                                hard=True, device=device)
-        fbnet_search_epoch(model, data, theta_opt, tau=5.0, train_theta=True,
+        search_fbnet_epoch(model, data, theta_opt, tau=5.0, train_theta=True,
                            objective=lambda ce, e_lat: ce + 0.1 * e_lat, lat=lat,
                            device=device)
     return step, 25_600 // batch * 90
@@ -170,7 +170,7 @@ PHASES = {
     "imagenet_eval": imagenet_eval,
     "ptb_search_1st": ptb_search,
     "ptb_eval": ptb_eval,
-    "fbnet_search": fbnet_search,
+    "search_fbnet": search_fbnet,
     "fbnet_b_train": fbnet_b_train,
 }
 
@@ -183,7 +183,7 @@ def main(argv=None) -> None:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--fbnet-batch", type=int, default=64,
-                   help="batch of the fbnet_search phase (the paper's scale: 64)")
+                   help="batch of the search_fbnet phase (the paper's scale: 64)")
     args = p.parse_args(argv)
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -199,7 +199,7 @@ def main(argv=None) -> None:
     print(f"{'phase':<18}{'s/step':>10}{'steps':>12}{'hours':>10}")
     costs = []
     for phase in phases:
-        step, steps = (fbnet_search(device, args.fbnet_batch) if phase == "fbnet_search"
+        step, steps = (search_fbnet(device, args.fbnet_batch) if phase == "search_fbnet"
                        else PHASES[phase](device))
         t = median_step_time(step, device, args.warmup, args.repeats)
         hours = t * steps / 3600

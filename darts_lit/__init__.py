@@ -33,7 +33,7 @@ from darts_lit.core.data import DatasetInfo, get_dataset, search_loaders  # noqa
 from darts_lit.core.folder_data import read_folder  # noqa: F401  (registers "folder")
 from darts_lit.evaluation.model import NetworkCIFAR, NetworkImageNet, count_macs  # noqa: F401
 from darts_lit.evaluation.train import TrainConfig, evaluate_checkpoint  # noqa: F401
-from darts_lit.fbnet.search import FBNetSearchConfig, fbnet_search  # noqa: F401
+from darts_lit.fbnet.search import FBNetSearchConfig, search_fbnet  # noqa: F401
 from darts_lit.fbnet.space import FBNetSpace, FBNetSupernet, fbnet_network  # noqa: F401
 from darts_lit.latency.darts import latency_objective  # noqa: F401
 from darts_lit.latency.table import LatencyTable  # noqa: F401

@@ -25,7 +25,7 @@ from darts_lit.fbnet.models import (
     save_architecture,
     space_from_dict,
 )
-from darts_lit.fbnet.search import FBNetSearchConfig, fbnet_search_epoch
+from darts_lit.fbnet.search import FBNetSearchConfig, search_fbnet_epoch
 from darts_lit.latency.objective import arch_weights
 
 QUICK = ["--timing-warmup", "0", "--timing-repeats", "1", "--quiet"]
@@ -211,7 +211,7 @@ def test_single_level_step_moves_w_and_theta_on_the_same_loss():
     theta_opt, w_opt = optimizers(model)
     stem_before, theta_before = model.stem[0].weight.clone(), model.theta.clone()
     torch.manual_seed(3)
-    fbnet_search_epoch(model, [(x, y)], theta_opt, w_optimizer=w_opt, tau=5.0,
+    search_fbnet_epoch(model, [(x, y)], theta_opt, w_optimizer=w_opt, tau=5.0,
                        train_theta=True, objective=objective, lat=lat)
     # by hand: the same Gumbel sample, one loss, both optimizers stepped
     theta_opt, w_opt = optimizers(twin)
@@ -246,7 +246,7 @@ def test_amp_theta_step_autocasts_the_supernet_only():
 
     for amp in (False, True):
         torch.manual_seed(3)  # the same Gumbel sample
-        fbnet_search_epoch(model, [(x, y)], Keep([model.theta], lr=0.0), tau=5.0,
+        search_fbnet_epoch(model, [(x, y)], Keep([model.theta], lr=0.0), tau=5.0,
                            train_theta=True, objective=lambda ce, e: ce * e ** 0.1,
                            lat=lat, amp=amp)
     assert seen == [torch.float32, torch.bfloat16]

@@ -14,7 +14,7 @@ from darts_lit.cnn.model_search import Network
 from darts_lit.cnn.ops import OPS, PRIMITIVES
 from darts_lit.core.data import DatasetInfo
 from darts_lit.fbnet import space as fbnet
-from darts_lit.fbnet.search import FBNetSearchConfig, fbnet_search
+from darts_lit.fbnet.search import FBNetSearchConfig, search_fbnet
 from darts_lit.latency import darts as LD
 from darts_lit.latency import objective as L
 from darts_lit.latency import table as LT
@@ -344,7 +344,7 @@ def test_validation_and_search_run(tmp_path):
     info = DatasetInfo("noise", 10, 1, 8, tuple("0123456789"), (0.0,), (1.0,), "")
     table = tmp_path / "fb.json"
     fbnet.fbnet_table(SPACE, 2, path=table, **FAST)  # the batch 2 of the search below
-    model, hist = fbnet_search(
+    model, hist = search_fbnet(
         FBNetSearchConfig(objective="additive", epochs=2, warmup_epochs=1,
                           latency_table=str(table), latency_batch=2, clock="wall",
                           timing_warmup=0, timing_repeats=1, verbose=False),

@@ -16,13 +16,13 @@ from darts_lit.cnn.search import SearchConfig
 from darts_lit.core.config import flag_of, option_meta
 from darts_lit.evaluation.train import TrainConfig
 from darts_lit.fbnet.search import FBNetSearchConfig
-from darts_lit.fbnet.train import TrainFBNetConfig
+from darts_lit.fbnet.train import FBNetTrainConfig
 from darts_lit.rnn.search import RNNSearchConfig
 from darts_lit.rnn.train import RNNTrainConfig
 
 COMMANDS = {"search": SearchConfig, "train": TrainConfig,
             "search-rnn": RNNSearchConfig, "train-rnn": RNNTrainConfig,
-            "search-fbnet": FBNetSearchConfig, "train-fbnet": TrainFBNetConfig}
+            "search-fbnet": FBNetSearchConfig, "train-fbnet": FBNetTrainConfig}
 TINY = ["--dataset", "digits", "--epochs", "2", "--batch-size", "16",
         "--init-channels", "2", "--layers", "3", "--nodes", "2",
         "--max-steps-per-epoch", "2", "--seed", "3", "--device", "cpu", "--quiet"]

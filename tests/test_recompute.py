@@ -14,7 +14,7 @@ from darts_lit.core.data import DatasetInfo
 from darts_lit.core.utils import load_checkpoint
 from darts_lit.evaluation import train as T
 from darts_lit.fbnet import space as fbnet
-from darts_lit.fbnet.search import FBNetSearchConfig, fbnet_search
+from darts_lit.fbnet.search import FBNetSearchConfig, search_fbnet
 from darts_lit.perf import recompute
 
 SEARCH = S.SearchConfig(dataset="digits", epochs=1, batch_size=16, init_channels=2,
@@ -126,7 +126,7 @@ def test_fbnet_search_with_recomputed_layers_is_bit_exact(tmp_path, recomputed_c
                                 latency_batch=8, clock="wall", timing_warmup=0,
                                 timing_repeats=1, verbose=False,
                                 recompute_cells=recompute_cells)
-        runs[recompute_cells] = fbnet_search(cfg, data=(loader, loader, info),
+        runs[recompute_cells] = search_fbnet(cfg, data=(loader, loader, info),
                                              space=space)
         assert bool(recomputed_cells) == recompute_cells
     (a, ha), (b, hb) = runs[False], runs[True]

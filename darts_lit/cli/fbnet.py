@@ -9,7 +9,7 @@ layer-wise space, and training a network of that space from scratch.
     darts-lit train-fbnet --architecture fbnet_b --dataset cifar10 --out runs/b
 
 Hand-written (not generated from the book); listed by `darts_lit.cli`. The options
-are generated from `FBNetSearchConfig` and `TrainFBNetConfig`; what the commands run is
+are generated from `FBNetSearchConfig` and `FBNetTrainConfig`; what the commands run is
 explained in the chapters *FBNet* (`darts_lit.fbnet.space`), *Searching FBNet's space*
 (`darts_lit.fbnet.search`), *FBNet at the paper's scale* (`darts_lit.fbnet.models`)
 and *Training FBNet networks* (`darts_lit.fbnet.train`).
@@ -38,27 +38,27 @@ def run_search_fbnet(args) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
-    from darts_lit.fbnet.search import FBNetSearchConfig, fbnet_search
+    from darts_lit.fbnet.search import FBNetSearchConfig, search_fbnet
 
-    cfg = config_from_cli(FBNetSearchConfig, args, "search-fbnet")
-    _, history = fbnet_search(cfg, stop_after_epoch=args.stop_after)
+    config = config_from_cli(FBNetSearchConfig, args, "search-fbnet")
+    _, history = search_fbnet(config, stop_after_epoch=args.stop_after)
     if history:
         from darts_lit.cli.outputs import save_fbnet_plots
 
-        save_fbnet_plots(history, cfg.out_dir)
+        save_fbnet_plots(history, config.out_dir)
         last = history[-1]
         print(f"derived network ({last['derived_lat']:.3f} ms): "
               f"{' '.join(last['derived'])}")
-    print(f"run folder: {cfg.out_dir} (epoch {len(history)}/{cfg.epochs})")
+    print(f"run folder: {config.out_dir} (epoch {len(history)}/{config.epochs})")
     return 0
 
 
 def register_train_fbnet(subparsers) -> None:
     """`darts-lit train-fbnet`: train an FBNet network (darts_lit.fbnet.train)."""
-    from darts_lit.fbnet.train import TrainFBNetConfig
+    from darts_lit.fbnet.train import FBNetTrainConfig
 
     add_run_command(
-        subparsers, "train-fbnet", TrainFBNetConfig, run_train_fbnet,
+        subparsers, "train-fbnet", FBNetTrainConfig, run_train_fbnet,
         help="train FBNet-A/B/C or a searched FBNet architecture from scratch",
         description="Train a network of FBNet's space from scratch: FBNet-A, -B or -C "
         "by name, or the architecture.json (or sample_N.json) of a search-fbnet run; "
@@ -71,14 +71,14 @@ def register_train_fbnet(subparsers) -> None:
 def run_train_fbnet(args) -> int:
     """Run `darts-lit train-fbnet`; return the exit status."""
     from darts_lit.fbnet.train import (
-        TrainFBNetConfig,
+        FBNetTrainConfig,
         evaluate_fbnet_checkpoint,
         train_fbnet,
     )
 
-    cfg = config_from_cli(TrainFBNetConfig, args, "train-fbnet")
-    history = train_fbnet(cfg, stop_after_epoch=args.stop_after)
-    if cfg.out_dir is None:
+    config = config_from_cli(FBNetTrainConfig, args, "train-fbnet")
+    history = train_fbnet(config, stop_after_epoch=args.stop_after)
+    if config.out_dir is None:
         return 0
     if history:
         import matplotlib
@@ -86,12 +86,12 @@ def run_train_fbnet(args) -> int:
         matplotlib.use("Agg")
         from darts_lit.cli.outputs import save_train_plots
 
-        save_train_plots(history, None, cfg.out_dir)
+        save_train_plots(history, None, config.out_dir)
     from darts_lit.cli.cnn import format_test_result
 
-    res = evaluate_fbnet_checkpoint(f"{cfg.out_dir}/checkpoint.pt", device=cfg.device,
-                                    verbose=False)
-    print(f"run folder: {cfg.out_dir} (epoch {res['epoch']}/{cfg.epochs})")
+    res = evaluate_fbnet_checkpoint(f"{config.out_dir}/checkpoint.pt",
+                                    device=config.device, verbose=False)
+    print(f"run folder: {config.out_dir} (epoch {res['epoch']}/{config.epochs})")
     print(format_test_result(res))
     return 0
 

@@ -32,13 +32,13 @@ def run_search_rnn(args) -> int:
     matplotlib.use("Agg")
     from darts_lit.rnn.search import RNNSearchConfig, search_rnn
 
-    cfg = config_from_cli(RNNSearchConfig, args, "search-rnn")
-    model, history = search_rnn(cfg, stop_after_epoch=args.stop_after)
+    config = config_from_cli(RNNSearchConfig, args, "search-rnn")
+    model, history = search_rnn(config, stop_after_epoch=args.stop_after)
     if history:
         from darts_lit.cli.outputs import save_rnn_plots
 
-        save_rnn_plots(history, model.genotype(), cfg.out_dir)
-    print(f"run folder: {cfg.out_dir} (epoch {len(history)}/{cfg.epochs})")
+        save_rnn_plots(history, model.genotype(), config.out_dir)
+    print(f"run folder: {config.out_dir} (epoch {len(history)}/{config.epochs})")
     print(f"genotype: {model.genotype()}")
     return 0
 
@@ -62,17 +62,18 @@ def run_train_rnn(args) -> int:
     from darts_lit.rnn.model import resolve_rnn_genotype
     from darts_lit.rnn.train import RNNTrainConfig, train_rnn
 
-    cfg = config_from_cli(RNNTrainConfig, args, "train-rnn")
-    genotype = resolve_rnn_genotype(cfg.genotype)
-    _, result = train_rnn(cfg, stop_after_epoch=args.stop_after)
-    if result["epochs"] and cfg.out_dir:
+    config = config_from_cli(RNNTrainConfig, args, "train-rnn")
+    genotype = resolve_rnn_genotype(config.genotype)
+    _, result = train_rnn(config, stop_after_epoch=args.stop_after)
+    if result["epochs"] and config.out_dir:
         import matplotlib
 
         matplotlib.use("Agg")
         from darts_lit.cli.outputs import save_rnn_plots
 
-        save_rnn_plots(result["epochs"], genotype, cfg.out_dir)
-    print(f"run folder: {cfg.out_dir} (epoch {len(result['epochs'])}/{cfg.epochs})")
+        save_rnn_plots(result["epochs"], genotype, config.out_dir)
+    done = len(result["epochs"])
+    print(f"run folder: {config.out_dir} (epoch {done}/{config.epochs})")
     print(f"genotype: {genotype}")
     if "test_ppl" in result:
         print(f"valid perplexity {result['valid_ppl']:.2f}  test perplexity "

@@ -179,7 +179,7 @@ def random_smoothing(epsilon: float):
 
     return perturb
 
-# %% ../../book/08_collapse.md #552b9e75
+# %% ../../book/08_collapse.md #924877ac
 def _project(base: torch.Tensor, delta: torch.Tensor, epsilon: float) -> torch.Tensor:
     """δ clamped to the ε-box, base + δ clamped to [0, 1] with rows summing to 1."""
     w = (base + delta.clamp(-epsilon, epsilon)).clamp(0, 1)
@@ -198,7 +198,8 @@ def adversarial_smoothing(model, x, y, epsilon: float, steps: int = 7):
     was_training = model.training
     model.eval()  # BatchNorm: running statistics, left as they are
     try:
-        base = [F.softmax(a, dim=-1).detach() for a in model.arch_parameters()]
+        alphas = (model.alphas_normal, model.alphas_reduce)  # not PC-DARTS's β
+        base = [F.softmax(a, dim=-1).detach() for a in alphas]
 
         def loss_at(deltas):
             return F.cross_entropy(model(x, perturb=_adders(deltas)), y)

@@ -114,19 +114,19 @@ def evaluate_lm(model, data_source: torch.Tensor, bptt: int = 35) -> float:
         total, n = total + loss.item() * len(x), n + len(x)
     return total / n
 
-# %% ../../book/11_rnn_search.md #081dc333
-def lm_train_step(model, optimizer, x, y, hidden, cfg, where: str):
+# %% ../../book/11_rnn_search.md #04bd044f
+def lm_train_step(model, optimizer, x, y, hidden, config, where: str):
     """One SGD/ASGD step on a window; returns (cross-entropy, next hidden state)."""
     log_prob, hidden, raw, dropped = model(x, hidden, return_h=True)  # [L, B, ...]
     raw_loss = F.nll_loss(log_prob.view(-1, log_prob.size(-1)), y)
-    loss = raw_loss + cfg.beta * (raw[1:] - raw[:-1]).pow(2).mean()  # TAR
-    if cfg.alpha:
-        loss = loss + cfg.alpha * dropped.pow(2).mean()  # AR
+    loss = raw_loss + config.beta * (raw[1:] - raw[:-1]).pow(2).mean()  # TAR
+    if config.alpha:
+        loss = loss + config.alpha * dropped.pow(2).mean()  # AR
     check_finite(loss, "training loss", where)
     optimizer.zero_grad()
     loss.backward()
     params = model.weights() if hasattr(model, "weights") else model.parameters()
-    nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+    nn.utils.clip_grad_norm_(params, config.grad_clip)
     optimizer.step()
     return raw_loss.detach(), hidden
 
@@ -195,54 +195,55 @@ class RNNSearchConfig(LMConfig):
         check_hvp(self)
         super().check()
 
-# %% ../../book/11_rnn_search.md #17118be4
-def search_rnn_epoch(model, architect, optimizer, train_data, search_data, cfg,
+# %% ../../book/11_rnn_search.md #d3138e58
+def search_rnn_epoch(model, architect, optimizer, train_data, search_data, config,
                      epoch: int = 1) -> float:
     """One epoch of the recurrent search; returns the mean training cross-entropy."""
     model.train()
-    hidden = model.init_hidden(cfg.batch_size)
-    hidden_valid = model.init_hidden(cfg.batch_size)
+    hidden = model.init_hidden(config.batch_size)
+    hidden_valid = model.init_hidden(config.batch_size)
     meter, lr = AverageMeter(), optimizer.param_groups[0]["lr"]
-    windows = bptt_windows(train_data, cfg.bptt, np.random, jitter=False)
-    total = cfg.max_steps_per_epoch or len(train_data) // cfg.bptt
+    windows = bptt_windows(train_data, config.bptt, np.random, jitter=False)
+    total = config.max_steps_per_epoch or len(train_data) // config.bptt
     for b, (i, seq_len) in enumerate(progress(windows, f"epoch {epoch}", total)):
-        if cfg.max_steps_per_epoch is not None and b >= cfg.max_steps_per_epoch:
+        if config.max_steps_per_epoch is not None and b >= config.max_steps_per_epoch:
             break
-        eta = lr * seq_len / cfg.bptt
+        eta = lr * seq_len / config.bptt
         optimizer.param_groups[0]["lr"] = eta
-        xv, yv = get_batch(search_data, i % (search_data.size(0) - 1), cfg.bptt)
+        xv, yv = get_batch(search_data, i % (search_data.size(0) - 1), config.bptt)
         x, y = get_batch(train_data, i, seq_len)
         hidden, hidden_valid = repackage_hidden(hidden), repackage_hidden(hidden_valid)
         _, hidden_valid = architect.step(hidden, x, y, hidden_valid, xv, yv, eta=eta,
-                                         unrolled=cfg.unrolled)
-        loss, hidden = lm_train_step(model, optimizer, x, y, hidden, cfg,
+                                         unrolled=config.unrolled)
+        loss, hidden = lm_train_step(model, optimizer, x, y, hidden, config,
                                      f"epoch {epoch}, batch {b}")
         optimizer.param_groups[0]["lr"] = lr
         meter.update(loss.item(), len(x))
     return meter.avg
 
-# %% ../../book/11_rnn_search.md #6e6068a7
-def check_columns(cfg, corpus) -> None:
+# %% ../../book/11_rnn_search.md #7e62f064
+def check_columns(config, corpus) -> None:
     """Every split the run reads has at least 2 tokens per column of its batch."""
     uses = [("batch_size", "train"), ("eval_batch_size", "valid")]
-    if isinstance(cfg, RNNSearchConfig):
+    if isinstance(config, RNNSearchConfig):
         uses.append(("batch_size", "valid"))  # the architecture step's batches
-    if hasattr(cfg, "test_batch_size"):
+    if hasattr(config, "test_batch_size"):
         uses.append(("test_batch_size", "test"))
     for name, split in uses:
-        tokens, columns = len(getattr(corpus, split)), getattr(cfg, name)
+        tokens, columns = len(getattr(corpus, split)), getattr(config, name)
         if tokens // columns < 2:
-            raise config_error(cfg, name, f"{columns} columns leave fewer than 2 "
+            raise config_error(config, name, f"{columns} columns leave fewer than 2 "
                                f"tokens per column of the {tokens:,}-token {split} "
                                f"split of {corpus.name}; give at most {tokens // 2}")
 
 
-def lm_data(cfg, verbose: bool = False):
+def lm_data(config, verbose: bool = False):
     """The corpus and its batchified streams on the configured device."""
-    corpus = get_corpus(cfg.dataset, cfg.data_dir, cfg.max_vocab, verbose=verbose)
-    check_columns(cfg, corpus)
-    dev = resolve_device(cfg.device)
-    train = batchify(corpus.train, cfg.batch_size).to(dev)
+    corpus = get_corpus(config.dataset, config.data_dir, config.max_vocab,
+                        verbose=verbose)
+    check_columns(config, corpus)
+    dev = resolve_device(config.device)
+    train = batchify(corpus.train, config.batch_size).to(dev)
     return corpus, dev, train
 
 
@@ -255,55 +256,56 @@ def perplexity(loss: float) -> float:
     return math.exp(loss) if loss < 700 else math.inf
 
 
-# %% ../../book/11_rnn_search.md #abcb004a
+# %% ../../book/11_rnn_search.md #0471a01d
 def search_rnn(config: RNNSearchConfig | None = None,
                stop_after_epoch: int | None = None, **overrides):
     """Run (or resume) a recurrent DARTS search; (model, history)."""
-    cfg = validate(replace(config or RNNSearchConfig(), **overrides))
-    out = runs.open_run(cfg)
-    corpus, dev, train_data = lm_data(cfg, cfg.verbose)
-    search_data = batchify(corpus.valid, cfg.batch_size).to(dev)
-    val_data = batchify(corpus.valid, cfg.eval_batch_size).to(dev)
-    seed_everything(cfg.seed)
-    nhid = cfg.nhid or cfg.emsize
-    model = RNNModelSearch(corpus.ntoken, cfg.emsize, nhid, nhid, cfg.dropout,
-                           cfg.dropouth, cfg.dropoutx, cfg.dropouti, cfg.dropoute,
-                           cfg.steps).to(dev)
-    optimizer = torch.optim.SGD(model.weights(), lr=cfg.learning_rate,
-                                weight_decay=cfg.weight_decay)
-    architect = RNNArchitect(model, weight_decay=cfg.weight_decay,
-                             arch_lr=cfg.arch_learning_rate,
-                             arch_weight_decay=cfg.arch_weight_decay,
-                             clip=cfg.grad_clip, hvp=cfg.hvp)
+    config = validate(replace(config or RNNSearchConfig(), **overrides))
+    out = runs.open_run(config)
+    corpus, dev, train_data = lm_data(config, config.verbose)
+    search_data = batchify(corpus.valid, config.batch_size).to(dev)
+    val_data = batchify(corpus.valid, config.eval_batch_size).to(dev)
+    seed_everything(config.seed)
+    nhid = config.nhid or config.emsize
+    model = RNNModelSearch(corpus.ntoken, config.emsize, nhid, nhid, config.dropout,
+                           config.dropouth, config.dropoutx, config.dropouti,
+                           config.dropoute, config.steps).to(dev)
+    optimizer = torch.optim.SGD(model.weights(), lr=config.learning_rate,
+                                weight_decay=config.weight_decay)
+    architect = RNNArchitect(model, weight_decay=config.weight_decay,
+                             arch_lr=config.arch_learning_rate,
+                             arch_weight_decay=config.arch_weight_decay,
+                             clip=config.grad_clip, hvp=config.hvp)
     history, start = [], 1
-    if cfg.resume:
+    if config.resume:
         ckpt = runs.read_checkpoint(out / runs.CHECKPOINT, "search-rnn", dev)
-        runs.check_resume(cfg, ckpt, free=EPOCHS_FREE)
+        runs.check_resume(config, ckpt, free=EPOCHS_FREE)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         architect.optimizer.load_state_dict(ckpt["arch_optimizer"])
         set_rng_state(ckpt["rng"])
         history, start = ckpt["history"], ckpt["epoch"] + 1
-    for epoch in range(start, min(cfg.epochs, stop_after_epoch or cfg.epochs) + 1):
-        with runs.nan_policy(cfg, out, epochs_saved=epoch - 1):
+    last = min(config.epochs, stop_after_epoch or config.epochs)
+    for epoch in range(start, last + 1):
+        with runs.nan_policy(config, out, epochs_saved=epoch - 1):
             train_loss = search_rnn_epoch(model, architect, optimizer, train_data,
-                                          search_data, cfg, epoch)
-            val_loss = evaluate_lm(model, val_data, cfg.bptt)
+                                          search_data, config, epoch)
+            val_loss = evaluate_lm(model, val_data, config.bptt)
             runs.check_finite_state(model, f"epoch {epoch}")
         history.append({"epoch": epoch, "train_loss": train_loss,
                         "train_ppl": perplexity(train_loss), "valid_loss": val_loss,
                         "valid_ppl": perplexity(val_loss),
                         "genotype": rnn_genotype_to_dict(model.genotype()),
                         "alphas": F.softmax(model.alphas, -1).tolist()})
-        if cfg.verbose:
-            print_epoch(epoch, cfg.epochs, {k: history[-1][k] for k in (
+        if config.verbose:
+            print_epoch(epoch, config.epochs, {k: history[-1][k] for k in (
                 "train_ppl", "valid_ppl")}, prefix="search-rnn ")
         if out is not None:
             atomic_save(runs.checkpoint_state(
-                "search-rnn", cfg, epoch=epoch, model=model.state_dict(),
+                "search-rnn", config, epoch=epoch, model=model.state_dict(),
                 optimizer=optimizer.state_dict(), rng=get_rng_state(),
                 arch_optimizer=architect.optimizer.state_dict(), history=history),
                 out / runs.CHECKPOINT)
             save_rnn_genotype(model.genotype(), out / "genotype.json")
-            runs.save_history(cfg, out, history)
+            runs.save_history(config, out, history)
     return model, history

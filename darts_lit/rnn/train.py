@@ -60,26 +60,26 @@ class RNNTrainConfig(LMConfig):
                           group="weights", metavar="N")
     seed: int = option(1267, "random seed (as the paper's code)", ge=0)
 
-# %% ../../book/11_rnn_train.md #8ca921a9
-def train_rnn_epoch(model, optimizer, train_data, cfg, epoch: int = 1) -> float:
+# %% ../../book/11_rnn_train.md #80b8e7e8
+def train_rnn_epoch(model, optimizer, train_data, config, epoch: int = 1) -> float:
     """One epoch of evaluation training; returns the mean training cross-entropy."""
     model.train()
-    hidden, meter = model.init_hidden(cfg.batch_size), AverageMeter()
+    hidden, meter = model.init_hidden(config.batch_size), AverageMeter()
     lr = optimizer.param_groups[0]["lr"]
-    windows = bptt_windows(train_data, cfg.bptt, np.random, jitter=True)
-    total = cfg.max_steps_per_epoch or len(train_data) // cfg.bptt
+    windows = bptt_windows(train_data, config.bptt, np.random, jitter=True)
+    total = config.max_steps_per_epoch or len(train_data) // config.bptt
     for b, (i, seq_len) in enumerate(progress(windows, f"epoch {epoch}", total)):
-        if cfg.max_steps_per_epoch is not None and b >= cfg.max_steps_per_epoch:
+        if config.max_steps_per_epoch is not None and b >= config.max_steps_per_epoch:
             break
-        optimizer.param_groups[0]["lr"] = lr * seq_len / cfg.bptt
+        optimizer.param_groups[0]["lr"] = lr * seq_len / config.bptt
         x, y = get_batch(train_data, i, seq_len)
         loss, hidden = lm_train_step(model, optimizer, x, y, repackage_hidden(hidden),
-                                     cfg, f"epoch {epoch}, batch {b}")
+                                     config, f"epoch {epoch}, batch {b}")
         optimizer.param_groups[0]["lr"] = lr
         meter.update(loss.item(), len(x))
     return meter.avg
 
-# %% ../../book/11_rnn_train.md #cce31d97
+# %% ../../book/11_rnn_train.md #b43b41fd
 def swap_averaged(model, optimizer) -> None:
     """Swap the weights of `model` with ASGD's averages `ax` (twice: undone)."""
     with torch.no_grad():
@@ -90,13 +90,13 @@ def swap_averaged(model, optimizer) -> None:
             ax.copy_(tmp)
 
 
-def make_lm_optimizer(kind: str, model, cfg):
+def make_lm_optimizer(kind: str, model, config):
     """SGD, or ASGD averaging from its first step, at the configured rate and decay."""
     if kind == "asgd":
-        return torch.optim.ASGD(model.parameters(), lr=cfg.learning_rate, t0=0,
-                                lambd=0.0, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(model.parameters(), lr=cfg.learning_rate,
-                           weight_decay=cfg.weight_decay)
+        return torch.optim.ASGD(model.parameters(), lr=config.learning_rate, t0=0,
+                                lambd=0.0, weight_decay=config.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=config.learning_rate,
+                           weight_decay=config.weight_decay)
 
 # %% ../../book/11_rnn_train.md #1e33935a
 def stalled(losses: list, val_loss: float, nonmono: int = 5) -> bool:
@@ -105,21 +105,21 @@ def stalled(losses: list, val_loss: float, nonmono: int = 5) -> bool:
         raise ValueError(f"nonmono must be at least 1, got {nonmono}")
     return len(losses) > nonmono and val_loss > min(losses[:-nonmono])
 
-# %% ../../book/11_rnn_train.md #66b9d858
-def _train_state(model, optimizer, kind, epoch, history, best, cfg) -> dict:
+# %% ../../book/11_rnn_train.md #0fd883dc
+def _train_state(model, optimizer, kind, epoch, history, best, config) -> dict:
     """Everything a resumed evaluation training needs, as plain saveable data."""
     return runs.checkpoint_state(
-        "train-rnn", cfg, epoch=epoch, model=model.state_dict(), optimizer_kind=kind,
+        "train-rnn", config, epoch=epoch, model=model.state_dict(), optimizer_kind=kind,
         optimizer=optimizer.state_dict(), rng=get_rng_state(), history=history,
         best=best)
 
 
-def _resume_training(path, model, cfg, dev) -> tuple:
+def _resume_training(path, model, config, dev) -> tuple:
     """(kind, optimizer, history, best, next epoch) from a checkpoint at `path`."""
     ckpt = runs.read_checkpoint(path, "train-rnn", dev)
-    runs.check_resume(cfg, ckpt, free=EPOCHS_FREE)
+    runs.check_resume(config, ckpt, free=EPOCHS_FREE)
     model.load_state_dict(ckpt["model"])
-    optimizer = make_lm_optimizer(ckpt["optimizer_kind"], model, cfg)
+    optimizer = make_lm_optimizer(ckpt["optimizer_kind"], model, config)
     optimizer.load_state_dict(ckpt["optimizer"])
     set_rng_state(ckpt["rng"])
     return (ckpt["optimizer_kind"], optimizer, ckpt["history"], ckpt["best"],
@@ -140,58 +140,58 @@ def _validate(model, optimizer, kind, val_data, bptt, best, epoch) -> tuple:
         swap_averaged(model, optimizer)
     return val_loss, best
 
-# %% ../../book/11_rnn_train.md #78e62b8b
+# %% ../../book/11_rnn_train.md #48cd7c6b
 def train_rnn(config: RNNTrainConfig | None = None,
               stop_after_epoch: int | None = None, **overrides):
     """Train (or resume) a recurrent genotype; (model, result with the history)."""
-    cfg = validate(replace(config or RNNTrainConfig(), **overrides))
-    genotype = resolve_rnn_genotype(cfg.genotype)
-    out = runs.open_run(cfg)
-    verbose = cfg.verbose
-    corpus, dev, train_data = lm_data(cfg, verbose)
-    val_data = batchify(corpus.valid, cfg.eval_batch_size).to(dev)
-    seed_everything(cfg.seed)
-    nhid = cfg.nhid or cfg.emsize
-    model = RNNModel(corpus.ntoken, cfg.emsize, nhid, nhid, cfg.dropout,
-                     cfg.dropouth, cfg.dropoutx, cfg.dropouti, cfg.dropoute,
+    config = validate(replace(config or RNNTrainConfig(), **overrides))
+    genotype = resolve_rnn_genotype(config.genotype)
+    out = runs.open_run(config)
+    verbose = config.verbose
+    corpus, dev, train_data = lm_data(config, verbose)
+    val_data = batchify(corpus.valid, config.eval_batch_size).to(dev)
+    seed_everything(config.seed)
+    nhid = config.nhid or config.emsize
+    model = RNNModel(corpus.ntoken, config.emsize, nhid, nhid, config.dropout,
+                     config.dropouth, config.dropoutx, config.dropouti, config.dropoute,
                      genotype=genotype).to(dev)
     kind, history, best, start = "sgd", [], {"loss": math.inf, "model": None}, 1
-    optimizer = make_lm_optimizer(kind, model, cfg)
-    if cfg.resume:
+    optimizer = make_lm_optimizer(kind, model, config)
+    if config.resume:
         kind, optimizer, history, best, start = _resume_training(
-            out / runs.CHECKPOINT, model, cfg, dev)
-    last = min(cfg.epochs, stop_after_epoch or cfg.epochs)
+            out / runs.CHECKPOINT, model, config, dev)
+    last = min(config.epochs, stop_after_epoch or config.epochs)
     for epoch in range(start, last + 1):
-        with runs.nan_policy(cfg, out, epochs_saved=epoch - 1):
-            train_loss = train_rnn_epoch(model, optimizer, train_data, cfg, epoch)
-            val_loss, best = _validate(model, optimizer, kind, val_data, cfg.bptt,
+        with runs.nan_policy(config, out, epochs_saved=epoch - 1):
+            train_loss = train_rnn_epoch(model, optimizer, train_data, config, epoch)
+            val_loss, best = _validate(model, optimizer, kind, val_data, config.bptt,
                                        best, epoch)
             runs.check_finite_state(model, f"epoch {epoch}")
         sgd_losses = [h["valid_loss"] for h in history if h["optimizer"] == "sgd"]
-        switch = kind == "sgd" and stalled(sgd_losses, val_loss, cfg.nonmono)
+        switch = kind == "sgd" and stalled(sgd_losses, val_loss, config.nonmono)
         history.append({"epoch": epoch, "optimizer": kind, "train_loss": train_loss,
                         "train_ppl": perplexity(train_loss), "valid_loss": val_loss,
                         "valid_ppl": perplexity(val_loss)})
         if switch:
-            kind, optimizer = "asgd", make_lm_optimizer("asgd", model, cfg)
+            kind, optimizer = "asgd", make_lm_optimizer("asgd", model, config)
         if verbose:
-            print_epoch(epoch, cfg.epochs, {k: history[-1][k] for k in (
+            print_epoch(epoch, config.epochs, {k: history[-1][k] for k in (
                 "optimizer", "train_ppl", "valid_ppl")}, prefix="train-rnn ")
         if out is not None:
             atomic_save(_train_state(model, optimizer, kind, epoch, history, best,
-                                     cfg), out / runs.CHECKPOINT)
-            runs.save_history(cfg, out, history)
-    if last < cfg.epochs:  # stopped early: resume later, test at the end
+                                     config), out / runs.CHECKPOINT)
+            runs.save_history(config, out, history)
+    if last < config.epochs:  # stopped early: resume later, test at the end
         return model, {"epochs": history}
-    return _finish_training(model, best, corpus, cfg, dev, history, out, verbose)
+    return _finish_training(model, best, corpus, config, dev, history, out, verbose)
 
-# %% ../../book/11_rnn_train.md #3e924bd7
-def _finish_training(model, best, corpus, cfg, dev, history, out, verbose):
+# %% ../../book/11_rnn_train.md #554a4d81
+def _finish_training(model, best, corpus, config, dev, history, out, verbose):
     """Load the best weights, measure the test perplexity, write `result.json`."""
     if best["model"] is not None:
         model.load_state_dict(best["model"])
-    test_data = batchify(corpus.test, cfg.test_batch_size).to(dev)
-    test_loss = evaluate_lm(model, test_data, cfg.bptt)
+    test_data = batchify(corpus.test, config.test_batch_size).to(dev)
+    test_loss = evaluate_lm(model, test_data, config.bptt)
     result = {"best_epoch": best.get("epoch"), "valid_ppl": perplexity(best["loss"]),
               "test_ppl": perplexity(test_loss),
               "params": sum(p.numel() for p in model.parameters())}
