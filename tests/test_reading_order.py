@@ -95,3 +95,26 @@ def test_a_backward_import_is_found_in_every_form():
     earlier = sources["cnn.ops"] + "\nfrom ..core import utils\n"
     changed = {**sources, "cnn.ops": earlier}
     assert not {e for e in backward_edges(changed, order) if e[0] == "cnn.ops"}
+
+
+def test_import_darts_lit_plugs_every_later_chapter_into_its_seam():
+    """The seams are filled by the package's own objects once `import darts_lit` ran,
+    each in its place (a later chapter's module registers itself on import)."""
+    import darts_lit  # noqa: F401
+    from darts_lit.cnn import collapse, collapse_figures, search, single_level
+    from darts_lit.core.utils import HOOKS
+    from darts_lit.latency import darts as latency_darts
+    from darts_lit.perf import fast_cell, fast_model, pc_darts, recompute
+
+    assert HOOKS == {"fast_search_cell": fast_cell.fast_cell_forward,
+                     "fast_eval_cell": fast_model.fast_eval_forward,
+                     "recompute": recompute.recomputed,
+                     "pc_darts_network": pc_darts.PCNetwork,
+                     "search_latency_objective": latency_darts.search_latency_objective,
+                     "collapse_figure": collapse_figures.collapse_figure}
+    assert dict(search.REMEDIES) == {
+        "CollapseDiagnostics": collapse.CollapseDiagnostics,
+        "SkipCap": collapse.SkipCap, "EarlyStop": collapse.EarlyStop,
+        "SDARTS": collapse.SDARTS, "SingleLevel": single_level.SingleLevel}
+    assert list(search.SPACES) == ["darts", "s2", "s3", "s4"]
+    assert search.SPACES is collapse.SPACES  # one registry, read and filled
