@@ -48,9 +48,11 @@ def imported_modules(source: str, module: str, known: set[str]) -> set[str]:
                 b_rel = b[len("darts_lit."):]
             if b_rel is None:
                 continue
-            for cand in [b_rel, *(f"{b_rel}.{n}".lstrip(".") for n in ns)]:
-                if cand in known:
-                    out.add(cand)
+            if not ns:  # import darts_lit.x.y
+                out.update({b_rel} & known)
+            for n in ns:  # a submodule of b_rel, or a name that b_rel itself defines
+                sub = f"{b_rel}.{n}".lstrip(".")
+                out.update({sub if sub in known else b_rel} & known)
     return out
 
 
