@@ -52,7 +52,7 @@ def main(argv=None) -> None:
                     batch_size=args.batch_size, device="cpu", verbose=False,
                     cutout_length=4 if args.dataset == "digits" else 16,
                     max_steps_per_epoch=args.max_steps_per_epoch, out_dir=out)
-                history = train(config)
+                history = train(config).history
             last = history[-1]
             seconds = statistics.fmean(r["seconds"] for r in history)
             rows[amp].append((last["test_top1"], seconds))

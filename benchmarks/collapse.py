@@ -194,7 +194,7 @@ def run(method: str, seed: int, args) -> dict:
     if method in DERIVED and seed in VANILLA:
         history = derived_history(VANILLA[seed], cfg)
     else:
-        history = search(cfg)
+        history = search(cfg).history
     if method == "darts":
         VANILLA[seed] = history
     genotype = search_result(history)

@@ -79,7 +79,7 @@ def run(method: str, seed: int, args) -> dict:
                        layers=args.layers, seed=seed, verbose=False, device="cpu",
                        max_steps_per_epoch=args.steps_per_epoch or None,
                        **METHODS[method])
-    genotype = search_result(search(cfg))
+    genotype = search_result(search(cfg).history)
     ops = [op for op, _ in genotype["normal"]]
     return {"skips": ops.count("skip_connect"),
             "free": sum(op in PARAMETER_FREE for op in ops),
@@ -99,7 +99,7 @@ def train_cell(genotype: dict, seed: int, args) -> float:
                                 layers=args.train_layers or args.layers,
                                 auxiliary=False, seed=seed, verbose=False,
                                 cutout_length=4 if args.dataset == "digits" else 16,
-                                device="cpu"))
+                                device="cpu")).history
     return history[-1]["test_top1"]
 
 

@@ -1,16 +1,19 @@
 """darts_lit: a literate, tested and fast DARTS with FBNet's latency objective.
 
 The modules are generated from the chapters of the book (see each module's header); this
-file only re-exports the public names. The functions `search` and `train` stay in their
-modules (`from darts_lit.cnn.search import search`, `from darts_lit.evaluation.train
-import train`): re-exported here, they would hide the modules of the same name.
+file only re-exports the public names, and imports every chapter that plugs into a seam
+of an earlier one (kinds of run, their figures, remedies, spaces, hooks). The functions
+`search` and `train` stay in their modules (`from darts_lit.cnn.search import search`,
+`from darts_lit.evaluation.train import train`): re-exported here, they would hide the
+modules of the same name.
 """
 
 __version__ = "0.1.0"
 
 # later chapters that plug into seams of earlier ones: the search's remedies and spaces
 # (cnn.search.register_remedy), the collapse figure (core.utils.register_hook)
-from darts_lit.cnn import collapse, collapse_figures, single_level  # noqa: F401
+from darts_lit.cli import outputs  # noqa: F401  (the figures of train, rnn and fbnet runs)
+from darts_lit.cnn import collapse, collapse_figures, search_figures, single_level  # noqa: F401
 from darts_lit.cnn.architect import Architect, arch_gradient  # noqa: F401
 from darts_lit.cnn.genotypes import (  # noqa: F401
     DARTS,
@@ -35,6 +38,7 @@ from darts_lit.evaluation.model import NetworkCIFAR, NetworkImageNet, count_macs
 from darts_lit.evaluation.train import TrainConfig, evaluate_checkpoint  # noqa: F401
 from darts_lit.fbnet.search import FBNetSearchConfig, search_fbnet  # noqa: F401
 from darts_lit.fbnet.space import FBNetSpace, FBNetSupernet, fbnet_network  # noqa: F401
+from darts_lit.fbnet.train import FBNetTrainConfig, train_fbnet  # noqa: F401
 from darts_lit.latency.darts import latency_objective  # noqa: F401
 from darts_lit.latency.table import LatencyTable  # noqa: F401
 

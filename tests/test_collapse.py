@@ -225,10 +225,10 @@ def test_early_stop_min_epochs_delays_the_rule_and_nothing_else():
 
 def test_darts_plus_stops_where_the_skips_reach_two_and_stays_stopped(tmp_path):
     cfg = replace(TINY, space="s2", epochs=4)
-    free = search(cfg)  # the same search without the rule: it runs every epoch
+    free = search(cfg).history  # the same search without the rule: it runs every epoch
     first = next(r["epoch"] for r in free if r["skips"] >= 2)  # S2 does collapse here
     assert 1 < first < 4
-    stopped = search(cfg, early_stop="darts_plus", out_dir=str(tmp_path))
+    stopped = search(cfg, early_stop="darts_plus", out_dir=str(tmp_path)).history
     assert len(stopped) == first
     assert stopped[-1]["early_stop"] == {"rule": "darts_plus", "genotype_epoch": first}
     for r, s in zip(free, stopped, strict=False):  # the rule changes nothing else
@@ -237,16 +237,17 @@ def test_darts_plus_stops_where_the_skips_reach_two_and_stays_stopped(tmp_path):
     saved = json.loads((tmp_path / "genotype.json").read_text())
     assert saved == search_result(stopped) == free[first - 1]["genotype"]
     assert search(cfg, early_stop="darts_plus", out_dir=str(tmp_path),
-                  resume=True) == stopped  # a stopped run stays stopped
+                  resume=True).history == stopped  # a stopped run stays stopped
 
 
 def test_darts_plus_with_a_minimum_fires_at_the_first_collapse_after_it():
     cfg = replace(TINY, space="s2", epochs=6)
-    free = search(cfg)
+    free = search(cfg).history
     first = next(r["epoch"] for r in free if r["skips"] >= 2)
     assert first < 4  # so a minimum of first + 1 leaves epochs to stop in
     later = next((r["epoch"] for r in free[first:] if r["skips"] >= 2), None)
-    delayed = search(cfg, early_stop="darts_plus", early_stop_min_epochs=first + 1)
+    delayed = search(cfg, early_stop="darts_plus",
+                     early_stop_min_epochs=first + 1).history
     assert len(delayed) == (later or 6)
     if later is not None:
         assert delayed[-1]["early_stop"] == {"rule": "darts_plus",
@@ -259,8 +260,8 @@ def test_darts_plus_with_a_minimum_fires_at_the_first_collapse_after_it():
 
 # ---- the search with the new settings -----------------------------------------
 def test_diagnostics_do_not_change_the_search():
-    plain = search(TINY, space="s4")  # noise ops draw random numbers
-    watched = search(TINY, space="s4", hessian_batches=1)
+    plain = search(TINY, space="s4").history  # noise ops draw random numbers
+    watched = search(TINY, space="s4", hessian_batches=1).history
     for p, w in zip(plain, watched, strict=True):
         assert p["lambda_max"] is None and isinstance(w["lambda_max"], float)
         assert {**p, "seconds": 0, "lambda_max": 0} == {**w, "seconds": 0,
@@ -268,7 +269,7 @@ def test_diagnostics_do_not_change_the_search():
 
 
 def test_records_hold_the_diagnostics_of_the_space():
-    history = search(TINY, space="s3", max_skips=0)
+    history = search(TINY, space="s3", max_skips=0).history
     for r in history:
         assert r["primitives"] == SPACES["s3"]
         assert torch.tensor(r["alphas"]["normal"]).shape == (5, 3)
@@ -284,22 +285,23 @@ def test_records_hold_the_diagnostics_of_the_space():
 
 def test_sdarts_perturbs_the_weight_step_only():
     base = replace(TINY, epochs=1, max_steps_per_epoch=1)
-    plain, smooth = search(base), search(base, sdarts_epsilon=0.5)
+    plain, smooth = search(base).history, search(base, sdarts_epsilon=0.5).history
     # one step: the α step comes first, from the same weights, so α is the same ...
     assert plain[0]["alphas"] == smooth[0]["alphas"]
     # ... while the weight step saw perturbed architecture weights
     assert plain[0]["train_loss"] != smooth[0]["train_loss"]
     two = replace(base, max_steps_per_epoch=2)
-    assert search(two)[0]["alphas"] != search(two, sdarts_epsilon=0.5)[0]["alphas"]
+    noisy = search(two, sdarts_epsilon=0.5).history
+    assert search(two).history[0]["alphas"] != noisy[0]["alphas"]
 
 
 def test_sdarts_adv_perturbs_the_weight_step_only():
     """SDARTS-ADV: α after one step as without it (the α step comes first); the
     weight step saw another loss than SDARTS-RS's and than no perturbation."""
     base = replace(TINY, epochs=1, max_steps_per_epoch=1)
-    plain = search(base)
-    adv = search(base, sdarts_epsilon=0.5, sdarts_attack_steps=3)
-    rs = search(base, sdarts_epsilon=0.5)
+    plain = search(base).history
+    adv = search(base, sdarts_epsilon=0.5, sdarts_attack_steps=3).history
+    rs = search(base, sdarts_epsilon=0.5).history
     assert plain[0]["alphas"] == adv[0]["alphas"]
     assert len({plain[0]["train_loss"], adv[0]["train_loss"], rs[0]["train_loss"]}) == 3
 
@@ -523,10 +525,10 @@ def test_collapse_benchmark_derives_stopping_and_capping_from_vanillas_search(
     def both(method):
         cfg = bench.method_config(method, 1, args)
         derived = bench.derived_history(vanilla, cfg)
-        assert strip_time(derived) == strip_time(search(cfg)), method
+        assert strip_time(derived) == strip_time(search(cfg).history), method
         return derived
 
-    vanilla = search(bench.method_config("darts", 1, args))
+    vanilla = search(bench.method_config("darts", 1, args)).history
     assert max(r["skips"] for r in vanilla) > 2  # so the cap has work to do
     capped = both("pdarts_cap")
     assert all(cell_stats(r["genotype"]["normal"])["skips"] <= 2 for r in capped)
@@ -538,7 +540,7 @@ def test_collapse_benchmark_derives_stopping_and_capping_from_vanillas_search(
     calls = []
     monkeypatch.setattr(collapse, "hessian_eigenvalue",
                         lambda *a, **k: 1.5 ** len(calls.append(0) or calls))
-    vanilla = search(bench.method_config("darts", 1, args))
+    vanilla = search(bench.method_config("darts", 1, args)).history
     calls.clear()
     stopped = both("darts_es")
     assert len(stopped) == 10 and stopped[-1]["early_stop"]["genotype_epoch"] == 3

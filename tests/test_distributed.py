@@ -90,11 +90,11 @@ def _search_scenario(out: Path) -> dict:
     writes, final = [], {}
     _record_writes(writes)
 
-    def keep(record, parts):
-        final[len(final)] = _state(parts.model)
+    def keep(record, run):
+        final[len(final)] = _state(run.model)
 
     cfg = SearchConfig(epochs=2, unrolled=True, hessian_batches=2, **SEARCH)
-    history = search(cfg, out_dir=str(out / "straight"), on_epoch_end=keep)
+    history = search(cfg, out_dir=str(out / "straight"), on_epoch_end=keep).history
     straight = final.pop(1)
     search(cfg, out_dir=str(out / "resumed"), stop_after_epoch=1)
     final.clear()
@@ -127,7 +127,7 @@ def _train_scenario(out: Path) -> dict:
     history = T.train(T.TrainConfig(
         genotype="DARTS_V2", dataset="digits", epochs=2, init_channels=4, layers=3,
         batch_size=8, cutout_length=4, max_steps_per_epoch=3, seed=1, device="cpu",
-        verbose=False, out_dir=str(out / "train")))
+        verbose=False, out_dir=str(out / "train"))).history
     return {"weights": weights, "history": history, "writes": writes}
 
 
@@ -187,8 +187,8 @@ def _recompute_scenario(out: Path) -> dict:
         final = {}
         cfg = SearchConfig(epochs=2, unrolled=True, hessian_batches=1,
                            recompute_cells=on, **SEARCH)
-        history = search(cfg, on_epoch_end=lambda r, parts, f=final: f.update(
-            _state(parts.model)))
+        history = search(cfg, on_epoch_end=lambda r, run, f=final: f.update(
+            _state(run.model))).history
         runs[on] = {"state": final, "history": history, "calls": len(calls)}
     return runs
 
@@ -362,7 +362,7 @@ def test_one_step_b_vs_two_processes_b_half(search_runs, monkeypatch):
     try:
         search(SearchConfig(**{**SEARCH, "epochs": 1, "max_steps_per_epoch": 1,
                                "batch_size": ONE_STEP_BATCH}),
-               on_epoch_end=lambda record, parts: final.update(_state(parts.model)))
+               on_epoch_end=lambda record, run: final.update(_state(run.model)))
     finally:
         distributed.teardown()
     two = _flat([r0["one_step"][k] for k in ("alphas_normal", "alphas_reduce")])

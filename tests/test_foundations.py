@@ -209,7 +209,8 @@ def test_imagenet_training_end_to_end(tmp_path):
     _fake_imagenet(tmp_path)
     history = train(TrainConfig.imagenet(
         dataset="imagenet", data_dir=str(tmp_path), epochs=1, batch_size=3,
-        init_channels=4, layers=3, auxiliary=False, device="cpu", verbose=False))
+        init_channels=4, layers=3, auxiliary=False, device="cpu",
+        verbose=False)).history
     (row,) = history
     # 3 classes, 6 validation images: the accuracy is a multiple of 1/6
     assert round(row["test_top1"] * 6 / 100, 6) == round(row["test_top1"] * 6 / 100)

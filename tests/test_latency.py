@@ -344,11 +344,14 @@ def test_validation_and_search_run(tmp_path):
     info = DatasetInfo("noise", 10, 1, 8, tuple("0123456789"), (0.0,), (1.0,), "")
     table = tmp_path / "fb.json"
     fbnet.fbnet_table(SPACE, 2, path=table, **FAST)  # the batch 2 of the search below
-    model, hist = search_fbnet(
+    result = search_fbnet(
         FBNetSearchConfig(objective="additive", epochs=2, warmup_epochs=1,
                           latency_table=str(table), latency_batch=2, clock="wall",
                           timing_warmup=0, timing_repeats=1, verbose=False),
         data=(loader, loader, info), space=SPACE)
+    model, hist = result.model, result.history
+    assert result.summary == {"architecture": hist[-1]["derived"],
+                              "latency_ms": hist[-1]["derived_lat"]}
     assert [h["tau"] for h in hist] == [L.temperature(0), L.temperature(1)]
     assert "expected_lat" in hist[1] and "expected_lat" not in hist[0]
     lat, fixed = fbnet.fbnet_latency(SPACE, LT.LatencyTable.load(table), 2)
@@ -408,7 +411,7 @@ def _small_search(out_dir, **kw):
     config = SearchConfig(dataset="digits", epochs=2, batch_size=16, init_channels=4,
                           layers=3, max_steps_per_epoch=4, arch_learning_rate=0.05,
                           device="cpu", seed=0, verbose=False, out_dir=str(out_dir))
-    return search(config, **kw)
+    return search(config, **kw).history
 
 
 def _final_expected_latency(history, table):

@@ -83,8 +83,8 @@ def test_plot_a_genotype_in_each_format(tmp_path, capsys):
      "checkpoint at missing.pt; give the checkpoint.pt of a `darts-lit train` or "
      "`train-fbnet` run folder"),
     (["test", "--checkpoint", "missing.pt"], "--checkpoint: no checkpoint at "
-     "missing.pt; give the checkpoint.pt of a `darts-lit train` or `train-fbnet` run "
-     "folder"),
+     "missing.pt; give the checkpoint.pt of a `darts-lit train` or `darts-lit "
+     "train-fbnet` run folder"),
     (["plot", "--genotype", "DARTS_V2", "--out", "a_file/cell.png"], "--out: a_file is "
      "a file, not a folder; give the folder to write into"),
 ])

@@ -120,3 +120,19 @@ def test_import_darts_lit_plugs_every_later_chapter_into_its_seam():
         "SDARTS": collapse.SDARTS, "SingleLevel": single_level.SingleLevel}
     assert list(search.SPACES) == ["darts", "s2", "s3", "s4"]
     assert search.SPACES is collapse.SPACES  # one registry, read and filled
+    from darts_lit.cli import outputs
+    from darts_lit.cnn import search_figures
+    from darts_lit.core.loop import KINDS, PLOTS
+    from darts_lit.evaluation.train import TrainKind
+    from darts_lit.fbnet.search import FBNetSearchKind
+    from darts_lit.fbnet.train import FBNetTrainKind
+    from darts_lit.rnn.search import RNNSearchKind
+    from darts_lit.rnn.train import RNNTrainKind
+
+    assert {n: type(k) for n, k in KINDS.items()} == {
+        "search": search.SearchKind, "train": TrainKind, "search-rnn": RNNSearchKind,
+        "train-rnn": RNNTrainKind, "search-fbnet": FBNetSearchKind,
+        "train-fbnet": FBNetTrainKind}
+    assert set(PLOTS) == set(KINDS)  # every kind draws its figures
+    assert PLOTS["train"] is outputs._train_figures
+    assert PLOTS["search"].__module__ == search_figures.__name__

@@ -10,6 +10,7 @@ from _helpers import strip_time
 
 from darts_lit.cli import main
 from darts_lit.cnn import search as S
+from darts_lit.core.config import validate
 from darts_lit.core.data import DatasetInfo
 from darts_lit.core.utils import load_checkpoint
 from darts_lit.evaluation import train as T
@@ -49,10 +50,10 @@ def test_search_with_recomputed_cells_is_bit_exact(tmp_path, recomputed_cells,
     """Same history (losses, α, genotype, λ_max) and the same weights and running
     statistics, with every cell of every training pass recomputed."""
     run = replace(SEARCH, **settings)
-    keep = S.search(replace(run, out_dir=str(tmp_path / "keep")))
+    keep = S.search(replace(run, out_dir=str(tmp_path / "keep"))).history
     assert recomputed_cells == []
     again = S.search(replace(run, out_dir=str(tmp_path / "again"),
-                             recompute_cells=True))
+                             recompute_cells=True)).history
     assert len(recomputed_cells) >= 2 * 3  # ≥ one weight and one α pass of 3 cells
     assert strip_time(again) == strip_time(keep)
     a = load_checkpoint(tmp_path / "keep" / "checkpoint.pt")
@@ -67,15 +68,15 @@ def test_training_with_recomputed_cells(tmp_path, recomputed_cells):
     """The evaluation network with drop path and the auxiliary head: the same
     training to float32 round-off (a recomputing fast cell sums the gradient of a
     cell output in another order), bit-exact on resume."""
-    keep = T.train(replace(TRAIN, out_dir=str(tmp_path / "keep")))
+    keep = T.train(replace(TRAIN, out_dir=str(tmp_path / "keep"))).history
     run = replace(TRAIN, recompute_cells=True)
-    again = T.train(replace(run, out_dir=str(tmp_path / "again")))
+    again = T.train(replace(run, out_dir=str(tmp_path / "again"))).history
     assert len(recomputed_cells) >= 2 * 2 * 3  # 2 epochs × 2 steps × 3 cells
     for k, r in zip(keep, again, strict=True):
         for key in ("train_loss", "train_top1", "test_loss", "test_top1"):
             assert r[key] == pytest.approx(k[key], rel=1e-5, abs=1e-6), key
     T.train(replace(run, out_dir=str(tmp_path / "b")), stop_after_epoch=1)
-    resumed = T.train(replace(run, out_dir=str(tmp_path / "b"), resume=True))
+    resumed = T.train(replace(run, out_dir=str(tmp_path / "b"), resume=True)).history
     assert strip_time(resumed) == strip_time(again)
 
 
@@ -105,7 +106,7 @@ def test_recompute_with_compile_is_refused(tmp_path, capsys):
     assert not out.exists()
     with pytest.raises(ValueError, match="recompute_cells: cannot be combined with "
                                          "compile"):
-        T.validate(replace(TRAIN, recompute_cells=True, compile="aot_eager"))
+        validate(replace(TRAIN, recompute_cells=True, compile="aot_eager"))
 
 
 def test_fbnet_search_with_recomputed_layers_is_bit_exact(tmp_path, recomputed_cells):
@@ -126,8 +127,8 @@ def test_fbnet_search_with_recomputed_layers_is_bit_exact(tmp_path, recomputed_c
                                 latency_batch=8, clock="wall", timing_warmup=0,
                                 timing_repeats=1, verbose=False,
                                 recompute_cells=recompute_cells)
-        runs[recompute_cells] = search_fbnet(cfg, data=(loader, loader, info),
-                                             space=space)
+        result = search_fbnet(cfg, data=(loader, loader, info), space=space)
+        runs[recompute_cells] = result.model, result.history
         assert bool(recomputed_cells) == recompute_cells
     (a, ha), (b, hb) = runs[False], runs[True]
     assert strip_time(ha) == strip_time(hb)

@@ -332,13 +332,16 @@ def _tiny_search(**kw):
 
 def test_search_resume_is_bit_exact(tmp_path):
     cfg2 = _tiny_search(epochs=2)
-    straight, hist = search_rnn(cfg2, verbose=False)
+    straight = search_rnn(cfg2, verbose=False)
     search_rnn(_tiny_search(epochs=1), out_dir=tmp_path, verbose=False)
-    resumed, hist2 = search_rnn(cfg2, out_dir=tmp_path, resume=True, verbose=False)
-    for k, v in straight.state_dict().items():
-        assert torch.equal(v, resumed.state_dict()[k]), k
-    assert [h["valid_loss"] for h in hist] == [h["valid_loss"] for h in hist2]
-    assert load_rnn_genotype(tmp_path / "genotype.json") == resumed.genotype()
+    resumed = search_rnn(cfg2, out_dir=tmp_path, resume=True, verbose=False)
+    for k, v in straight.model.state_dict().items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
+    assert [h["valid_loss"] for h in straight.history] == [
+        h["valid_loss"] for h in resumed.history]
+    assert [h["epoch"] for h in resumed.history] == [1, 2]
+    assert load_rnn_genotype(tmp_path / "genotype.json") == resumed.model.genotype()
+    assert resumed.summary == {"genotype": resumed.history[-1]["genotype"]}
     assert len(json.loads((tmp_path / "history.json").read_text())) == 2
 
 
@@ -370,7 +373,7 @@ def test_more_columns_than_half_a_split_is_refused_before_training(run, option, 
 
 
 def test_second_order_search_runs():
-    model, hist = search_rnn(_tiny_search(epochs=1, unrolled=True), verbose=False)
+    hist = search_rnn(_tiny_search(epochs=1, unrolled=True), verbose=False).history
     assert math.isfinite(hist[0]["valid_loss"]) and len(hist[0]["alphas"]) == 6
 
 
@@ -383,13 +386,14 @@ def _tiny_train(**kw):
 
 
 def test_train_resume_is_bit_exact(tmp_path):
-    straight, res = train_rnn(_tiny_train(epochs=3), verbose=False)
+    straight = train_rnn(_tiny_train(epochs=3), verbose=False)
     train_rnn(_tiny_train(epochs=2), out_dir=tmp_path, verbose=False)
-    resumed, res2 = train_rnn(_tiny_train(epochs=3), out_dir=tmp_path, resume=True,
-                              verbose=False)
-    for k, v in straight.state_dict().items():
-        assert torch.equal(v, resumed.state_dict()[k]), k
-    assert res["test_ppl"] == res2["test_ppl"] and res["epochs"] == res2["epochs"]
+    resumed = train_rnn(_tiny_train(epochs=3), out_dir=tmp_path, resume=True,
+                        verbose=False)
+    for k, v in straight.model.state_dict().items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
+    assert straight.summary["test_ppl"] == resumed.summary["test_ppl"]
+    assert straight.history == resumed.history
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["params"] == rnn_param_count(100, 6, 6)
 
@@ -400,16 +404,16 @@ def test_train_switches_to_asgd_when_validation_stalls(monkeypatch):
 
     losses = iter(range(1, 100))
     monkeypatch.setattr(rs, "evaluate_lm", lambda *a, **k: float(next(losses)))
-    _, res = train_rnn(_tiny_train(epochs=5, nonmono=1), verbose=False)
-    kinds = [h["optimizer"] for h in res["epochs"]]
+    res = train_rnn(_tiny_train(epochs=5, nonmono=1), verbose=False)
+    kinds = [h["optimizer"] for h in res.history]
     assert kinds == ["sgd", "sgd", "sgd", "asgd", "asgd"], kinds
-    assert res["best_epoch"] == 1
+    assert res.summary["best_epoch"] == 1
 
 
 def test_train_with_genotype_file(tmp_path):
     path = save_rnn_genotype(ENAS, tmp_path / "g.json")
-    model, res = train_rnn(_tiny_train(epochs=1, genotype=str(path)), verbose=False)
-    assert model.rnns[0].genotype == ENAS and math.isfinite(res["test_ppl"])
+    res = train_rnn(_tiny_train(epochs=1, genotype=str(path)), verbose=False)
+    assert res.model.rnns[0].genotype == ENAS and math.isfinite(res.summary["test_ppl"])
     with pytest.raises(ValueError, match="recurrent genotype 'NOPE' is neither a "
                                          "reference genotype"):
         train_rnn(_tiny_train(epochs=1, genotype="NOPE"), verbose=False)

@@ -50,7 +50,7 @@ def test_option_pair_runs_or_is_refused(a, b, tmp_path, one_thread):
         named = str(e).split(":")[0]
         assert named in flag_names(a) | flag_names(b) | {"space"}, str(e)
         return
-    history = search(config)
+    history = search(config).history
     assert 1 <= len(history) <= config.epochs
     ops = set(SPACES[config.space]) - {"none"}
     for record in history:

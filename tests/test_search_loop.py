@@ -50,10 +50,10 @@ COLLAPSE = dict(space="s3", hessian_batches=1, max_skips=1, sdarts_epsilon=0.3)
                                       dict(PC, space="s4", hessian_batches=1)])
 def test_resume_is_bit_exact(tmp_path, settings):
     cfg = replace(TINY, **settings)
-    straight = search(cfg, out_dir=str(tmp_path / "a"))
+    straight = search(cfg, out_dir=str(tmp_path / "a")).history
     search(cfg, out_dir=str(tmp_path / "b"), stop_after_epoch=1)
     assert load_checkpoint(tmp_path / "b" / CHECKPOINT)["epoch"] == 1
-    resumed = search(cfg, out_dir=str(tmp_path / "b"), resume=True)
+    resumed = search(cfg, out_dir=str(tmp_path / "b"), resume=True).history
     a = load_checkpoint(tmp_path / "a" / CHECKPOINT)
     b = load_checkpoint(tmp_path / "b" / CHECKPOINT)
     assert a["epoch"] == b["epoch"] == 2
@@ -61,7 +61,7 @@ def test_resume_is_bit_exact(tmp_path, settings):
         assert torch.equal(a["model"][k], b["model"][k])
     assert same(a["model"], b["model"])  # every weight and BatchNorm buffer
     assert same(a["optimizers"], b["optimizers"])  # SGD momentum, Adam moments
-    assert same(a["scheduler"], b["scheduler"]) and same(a["rng"], b["rng"])
+    assert same(a["schedulers"], b["schedulers"]) and same(a["rng"], b["rng"])
     for r, s in zip(straight, resumed, strict=True):
         assert {**r, "seconds": 0} == {**s, "seconds": 0}
     # the weights did move: the comparison is not between two untouched networks
@@ -70,16 +70,16 @@ def test_resume_is_bit_exact(tmp_path, settings):
 
 
 def test_same_seed_same_run_different_seed_different_run():
-    h1 = search(TINY, epochs=1)
-    h2 = search(TINY, epochs=1)
-    h3 = search(TINY, epochs=1, seed=6)
+    h1 = search(TINY, epochs=1).history
+    h2 = search(TINY, epochs=1).history
+    h3 = search(TINY, epochs=1, seed=6).history
     assert h1[0]["alphas"] == h2[0]["alphas"]
     assert h1[0]["alphas"] != h3[0]["alphas"]
 
 
 def test_history_files_and_schedule(tmp_path):
     cfg = replace(TINY, epochs=3, out_dir=str(tmp_path))
-    history = search(cfg)
+    history = search(cfg).history
     assert json.loads((tmp_path / "history.json").read_text()) == history
     g = load_genotype(tmp_path / "genotype.json")
     assert [list(p) for p in g.normal] == history[-1]["genotype"]["normal"]
@@ -160,15 +160,15 @@ def test_refusals(tmp_path):
 
 
 def test_exact_hvp_search_runs():
-    history = search(TINY, epochs=1, unrolled=True, hvp="exact")
+    history = search(TINY, epochs=1, unrolled=True, hvp="exact").history
     assert math.isfinite(history[0]["arch_loss"])
 
 
 def test_on_epoch_end_adds_to_the_record(tmp_path):
-    def add(record, parts):
-        record["n_alpha"] = sum(a.numel() for a in parts.model.arch_parameters())
+    def add(record, run):
+        record["n_alpha"] = sum(a.numel() for a in run.model.arch_parameters())
 
-    history = search(TINY, epochs=1, out_dir=str(tmp_path), on_epoch_end=add)
+    history = search(TINY, epochs=1, out_dir=str(tmp_path), on_epoch_end=add).history
     assert history[0]["n_alpha"] == 80
     assert json.loads((tmp_path / "history.json").read_text())[0]["n_alpha"] == 80
 
@@ -176,10 +176,10 @@ def test_on_epoch_end_adds_to_the_record(tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_search_on_cuda(tmp_path):
     history = search(TINY, device="cuda", unrolled=True, out_dir=str(tmp_path),
-                     stop_after_epoch=1)
+                     stop_after_epoch=1).history
     assert math.isfinite(history[0]["train_loss"])
     resumed = search(TINY, device="cuda", unrolled=True, out_dir=str(tmp_path),
-                     resume=True)
+                     resume=True).history
     assert len(resumed) == 2
 
 
@@ -190,7 +190,7 @@ def test_checkpoint_from_before_a_new_setting_resumes(tmp_path):
     state = torch.load(out / CHECKPOINT, weights_only=False)
     del state["config"]["latency_weight"]  # as written before latency_weight existed
     torch.save(state, out / CHECKPOINT)
-    history = search(TINY, epochs=2, out_dir=str(out), resume=True)
+    history = search(TINY, epochs=2, out_dir=str(out), resume=True).history
     assert [r["epoch"] for r in history] == [1, 2]
     with pytest.raises(ValueError, match="latency_weight: checkpoint 0.0, now 1.0"):
         search(TINY, epochs=2, out_dir=str(out), resume=True, latency_weight=1.0)
@@ -208,7 +208,7 @@ def test_single_level_trains_w_and_alpha_on_the_whole_training_set(tmp_path):
     stats = search_epoch(parts, cfg, epoch=0, lr=0.025)
     assert stats["arch_loss"] == stats["train_loss"]
     assert not torch.equal(parts.model.alphas_normal, alpha0)  # α did move
-    history = search(cfg, out_dir=str(tmp_path / "run"))
+    history = search(cfg, out_dir=str(tmp_path / "run")).history
     assert all(r["valid_loss"] is None and r["valid_acc"] is None for r in history)
     saved = json.loads((tmp_path / "run" / "history.json").read_text())
     assert saved == history
@@ -238,11 +238,11 @@ def test_pc_darts_settings(tmp_path):
     parts = build_search(replace(TINY, **PC))
     assert type(parts.model).__name__ == "PCNetwork" and parts.model.k == 2
     assert len(parts.model.arch_parameters()) == 4  # α and β of both cell types
-    history = search(replace(TINY, **PC), epochs=1)
+    history = search(replace(TINY, **PC), epochs=1).history
     for part in ("normal", "reduce"):
         ew = torch.tensor(history[-1]["betas"][part])
         assert torch.allclose(ew[:2].sum(), torch.tensor(1.0))  # node 2's two edges
-    assert "betas" not in search(TINY, epochs=1)[-1]
+    assert "betas" not in search(TINY, epochs=1).history[-1]
     with pytest.raises(ConfigError, match="partial_channels: must divide the 2 "
                        "initial channels, got 3"):
         search(TINY, partial_channels=3)

@@ -18,10 +18,11 @@ TINY = T.TrainConfig(dataset="digits", epochs=2, init_channels=4, layers=3,
 
 def test_resume_is_bit_exact(tmp_path):
     """2 epochs straight == 1 epoch, stop, resume for 1 more: identical weights."""
-    straight = T.train(replace(TINY, out_dir=str(tmp_path / "a")))
-    first = T.train(replace(TINY, out_dir=str(tmp_path / "b")), stop_after_epoch=1)
+    straight = T.train(replace(TINY, out_dir=str(tmp_path / "a"))).history
+    first = T.train(replace(TINY, out_dir=str(tmp_path / "b")),
+                    stop_after_epoch=1).history
     assert len(first) == 1
-    resumed = T.train(replace(TINY, out_dir=str(tmp_path / "b"), resume=True))
+    resumed = T.train(replace(TINY, out_dir=str(tmp_path / "b"), resume=True)).history
     assert strip_time(resumed) == strip_time(straight)
     a = load_checkpoint(tmp_path / "a" / "checkpoint.pt")
     b = load_checkpoint(tmp_path / "b" / "checkpoint.pt")
@@ -29,8 +30,8 @@ def test_resume_is_bit_exact(tmp_path):
     assert a["model"].keys() == b["model"].keys()
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
-    bufs_a = a["optimizers"]["sgd"]["state"]
-    bufs_b = b["optimizers"]["sgd"]["state"]
+    bufs_a = a["optimizers"]["weights"]["state"]
+    bufs_b = b["optimizers"]["weights"]["state"]
     for i in bufs_a:
         assert torch.equal(bufs_a[i]["momentum_buffer"], bufs_b[i]["momentum_buffer"])
     # the drop-path ramp was active in the second epoch (random masks were drawn)
@@ -38,7 +39,7 @@ def test_resume_is_bit_exact(tmp_path):
 
 
 def test_history_rows_and_schedule():
-    history = T.train(replace(TINY, epochs=3, max_steps_per_epoch=1))
+    history = T.train(replace(TINY, epochs=3, max_steps_per_epoch=1)).history
     assert [r["epoch"] for r in history] == [1, 2, 3]
     for row in history:
         assert {"train_loss", "train_top1", "test_loss", "test_top1",
@@ -53,7 +54,7 @@ def test_history_rows_and_schedule():
 
 def test_run_folder_files_and_checkpoint_test(tmp_path):
     out = tmp_path / "run"
-    history = T.train(replace(TINY, out_dir=str(out), epochs=1))
+    history = T.train(replace(TINY, out_dir=str(out), epochs=1)).history
     assert {p.name for p in out.iterdir()} >= {"checkpoint.pt", "history.json",
                                                "genotype.json"}
     res = T.evaluate_checkpoint(out / "checkpoint.pt", verbose=False)
@@ -110,7 +111,7 @@ def test_imagenet_settings_on_cifar_subset(shared_data):
     cfg = T.TrainConfig.imagenet(dataset="cifar10", data_dir=str(shared_data),
                                  epochs=2, init_channels=8, layers=3, batch_size=16,
                                  max_steps_per_epoch=2, verbose=False)
-    history = T.train(cfg)
+    history = T.train(cfg).history
     assert [r["lr"] for r in history] == pytest.approx([0.1, 0.097])
     assert all(math.isfinite(r["train_loss"]) for r in history)
 
@@ -162,7 +163,7 @@ def test_channels_last_trains_the_same_network(tmp_path):
     for layout in (True, False):
         out = tmp_path / str(layout)
         history = T.train(replace(TINY, epochs=2, max_steps_per_epoch=3,
-                                  channels_last=layout, out_dir=str(out)))
+                                  channels_last=layout, out_dir=str(out))).history
         state = torch.load(out / "checkpoint.pt", weights_only=False)
         runs[layout] = (history, state["model"])
     (h_nhwc, w_nhwc), (h_nchw, w_nchw) = runs[True], runs[False]
@@ -271,11 +272,11 @@ def test_amp_and_compiled_runs_resume_bit_exactly(tmp_path, settings):
     traced (aot_eager) run equals the eager one to float32 round-off until drop path
     starts."""
     run = replace(TINY, **settings)
-    straight = T.train(replace(run, out_dir=str(tmp_path / "a")))
+    straight = T.train(replace(run, out_dir=str(tmp_path / "a"))).history
     T.train(replace(run, out_dir=str(tmp_path / "b")), stop_after_epoch=1)
-    resumed = T.train(replace(run, out_dir=str(tmp_path / "b"), resume=True))
+    resumed = T.train(replace(run, out_dir=str(tmp_path / "b"), resume=True)).history
     assert strip_time(resumed) == strip_time(straight)
-    plain = T.train(replace(TINY, out_dir=str(tmp_path / "c")))
+    plain = T.train(replace(TINY, out_dir=str(tmp_path / "c"))).history
     state = load_checkpoint(tmp_path / "a" / "checkpoint.pt")
     eager = load_checkpoint(tmp_path / "c" / "checkpoint.pt")
     for k, v in settings.items():

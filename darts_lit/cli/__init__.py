@@ -4,27 +4,31 @@
     darts-lit search --out runs/s1 --resume
     darts-lit <command> --help
 
-Hand-written (not generated from the book), and only the entry point: each command is a
-`register_<name>(subparsers)` function in a command module of this package
-(`cnn`, `rnn`, `latency`, `fbnet`, `tools`), whose options are generated from the run's
-config dataclass (`darts_lit.core.config.add_config_options`) and whose errors are
-handled once (`darts_lit.cli.base.run_command`). To add a command, write such a function
-and list it in `COMMANDS` below.
+Hand-written (not generated from the book), and only the entry point. The commands
+that run something (`search`, `train`, `search-rnn`, `train-rnn`, `search-fbnet`,
+`train-fbnet`, and any kind a chapter adds) come from the registry of kinds of run
+(`darts_lit.core.loop.KINDS`), one command per kind, built by
+`darts_lit.cli.base.add_kind_command`; a new kind needs nothing here. The other
+commands are `register_<name>(subparsers)` functions of `latency` and `tools`, listed
+in `COMMANDS` below. Errors are handled once (`darts_lit.cli.base.run_command`).
 """
 
 import argparse
 import os
 
-from darts_lit.cli import cnn as cli_cnn
-from darts_lit.cli import fbnet as cli_fbnet
 from darts_lit.cli import latency as cli_latency
-from darts_lit.cli import rnn as cli_rnn
 from darts_lit.cli import tools as cli_tools
-from darts_lit.cli.base import fail
+from darts_lit.cli.base import add_kind_command, fail
 
-COMMANDS = (*cli_cnn.COMMANDS, *cli_latency.COMMANDS, *cli_rnn.COMMANDS,
-            *cli_fbnet.COMMANDS, *cli_tools.COMMANDS)
-DISTRIBUTED = ("search", "train")  # commands that run data-parallel under torchrun
+COMMANDS = (*cli_tools.COMMANDS, *cli_latency.COMMANDS)  # besides the kinds of run
+
+
+def kinds() -> dict:
+    """The registry of kinds of run, filled by the chapters' modules."""
+    import darts_lit  # noqa: F401  (imports every chapter that registers a kind)
+    from darts_lit.core.loop import KINDS
+
+    return KINDS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version",
                         version=f"darts_lit {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="command")
+    for kind in kinds().values():
+        add_kind_command(subparsers, kind)
     for register in COMMANDS:
         register(subparsers)
     return parser
@@ -50,10 +56,13 @@ def main(argv=None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2
-    if int(os.environ.get("WORLD_SIZE", 1)) > 1 and args.command not in DISTRIBUTED:
+    parallel = [n for n, kind in kinds().items() if kind.data_parallel is None]
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1 and args.command not in parallel:
+        kind = kinds().get(args.command)
+        why = f": {kind.data_parallel}" if kind is not None else ""
         return fail(f"darts-lit {args.command}", RuntimeError(
-            f"this command runs as one process; start it without torchrun (only "
-            f"{' and '.join(DISTRIBUTED)} run data-parallel)"))
+            f"this command runs as one process{why}; start it without torchrun "
+            f"(only {' and '.join(parallel)} run data-parallel)"))
     try:
         return args.func(args)
     finally:

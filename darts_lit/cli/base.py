@@ -1,11 +1,16 @@
-"""What every `darts-lit` command shares: its error handling and its run options.
+"""What every `darts-lit` command shares: error handling, run options, and the one
+builder of the commands that run a kind of run.
 
-Hand-written (not generated from the book). A command module (`cli_cnn`, `cli_rnn`,
-`cli_latency`) defines `register_<name>(subparsers)` functions that add a parser built
-from a config dataclass (`darts_lit.core.config.add_config_options`) and set `func`;
-`darts_lit.cli` lists them. Nothing here imports `darts_lit.cli`, so there is no import
-circle. Heavy modules (torch, matplotlib, the book's modules) are imported inside the
-functions, so that `darts-lit --help` stays fast.
+Hand-written (not generated from the book). Each kind of run (`search`, `train`,
+`search-rnn`, ...) is described once, by its chapter, in the registry
+`darts_lit.core.loop.KINDS`: its settings class, `help`, `description`, extra options,
+what it prints at the end. `add_kind_command` turns one such description into a
+command (options generated from the settings class by
+`darts_lit.core.config.add_config_options`), and `run_kind` runs it through the loop
+(`darts_lit.core.loop.fit`); errors are handled once (`run_command`). The other
+commands (`test`, `plot`, `export`, `latency`) are `register_<name>(subparsers)`
+functions in `tools` and `latency`. Nothing here imports `darts_lit.cli`, so there is
+no import circle. Heavy modules are imported inside the functions.
 """
 
 import argparse
@@ -109,12 +114,40 @@ def config_from_cli(cls, args, kind: str, base=None):
     return config
 
 
-def add_run_command(subparsers, name: str, cls, run, help: str, description: str):
-    """A command whose options are the fields of config class `cls`; `run(args)`."""
+def add_kind_command(subparsers, kind) -> argparse.ArgumentParser:
+    """The command of a kind of run (a `RunKind` of the registry): its options are the
+    fields of its settings class, plus `--stop-after`, `--quiet` and its own."""
     from darts_lit.core.config import add_config_options
 
-    p = subparsers.add_parser(name, help=help, description=description)
-    add_config_options(p, cls)
+    p = subparsers.add_parser(kind.name, help=kind.help, description=kind.description)
+    add_config_options(p, kind.config_class)
     add_run_extras(p)
-    p.set_defaults(func=lambda args: run_command(f"darts-lit {name}", run, args))
+    if kind.options is not None:
+        kind.options(p)
+    p.set_defaults(func=lambda args: run_command(
+        f"darts-lit {kind.name}", lambda a: run_kind(kind, a), args))
     return p
+
+
+def run_kind(kind, args) -> int:
+    """Run `kind` with the parsed `args` through the loop (under torchrun too, when
+    the kind has a data-parallel form): figures and the kind's report at the end."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from darts_lit.core import distributed, runs
+    from darts_lit.core.loop import draw_plots, fit
+
+    base = kind.defaults(args) if kind.defaults is not None else None
+    config = config_from_cli(kind.config_class, args, kind.name, base)
+    distributed.init_from_env(config.device)  # under torchrun: join the group
+    config.out_dir = distributed.broadcast_object(config.out_dir)  # rank 0 names it
+    result = fit(kind, config, stop_after_epoch=args.stop_after)
+    if not distributed.is_main():
+        return 0
+    if result.out_dir is not None and result.history:
+        state = runs.read_checkpoint(result.out_dir / runs.CHECKPOINT, kind.name)
+        draw_plots(state, result.out_dir)
+    for line in kind.report(result):
+        print(line)
+    return 0

@@ -1,16 +1,68 @@
-"""`darts-lit plot` and `darts-lit export`: figures and exported networks after a run.
+"""`darts-lit test`, `plot` and `export`: what comes after a run.
 
+    darts-lit test --checkpoint runs/train/checkpoint.pt
     darts-lit plot runs/search --format svg
     darts-lit plot --genotype DARTS_V2 --out darts_v2.pdf
     darts-lit export --checkpoint runs/train/checkpoint.pt --out exported/net
 
-Hand-written (not generated from the book); listed by `darts_lit.cli`. What the
-commands do is explained in the chapter *After the run* (`darts_lit.cli.outputs`).
+Hand-written (not generated from the book); listed by `darts_lit.cli`. Each reads the
+registry of kinds of run (`darts_lit.core.loop.KINDS`) instead of naming kinds: `test`
+runs the `evaluate` of the kind that wrote the checkpoint, `plot` its figures,
+`export` its `load_network`. What `plot` and `export` do is explained in the chapter
+*After the run* (`darts_lit.cli.outputs`).
 """
 
 from pathlib import Path
 
 from darts_lit.cli.base import run_command
+
+def _kinds_with(attribute: str) -> list[str]:
+    """The names of the kinds of run whose description has `attribute`."""
+    import darts_lit  # noqa: F401  (the chapters that register the kinds)
+    from darts_lit.core.loop import KINDS
+
+    return [name for name, kind in KINDS.items() if getattr(kind, attribute, None)]
+
+
+def register_test(subparsers) -> None:
+    """`darts-lit test`: test accuracy of a trained network's checkpoint."""
+    testable = " or ".join(f"`darts-lit {k}`" for k in _kinds_with("evaluate"))
+    p = subparsers.add_parser(
+        "test", help="test accuracy of a trained network's checkpoint",
+        description=f"Rebuild the network saved by {testable} and print its top-1 "
+        "(and top-5) accuracy on the test split of its data set.")
+    p.add_argument("--checkpoint", required=True, metavar="PATH",
+                   help=f"checkpoint.pt in a {testable} run folder")
+    p.add_argument("--data-dir", metavar="DIR", default=None,
+                   help="folder holding the data set (default: the one used in "
+                   "training, else $DARTS_DATA)")
+    p.add_argument("--device", default="auto",
+                   help="'auto' (CUDA if available), 'cpu', 'cuda' or 'cuda:N'")
+    p.set_defaults(func=lambda args: run_command("darts-lit test", run_test, args))
+
+
+def run_test(args) -> int:
+    """Run `darts-lit test` with the parsed `args`; return the exit status."""
+    from darts_lit.core.loop import KINDS
+    from darts_lit.core.runs import read_checkpoint
+    from darts_lit.core.utils import resolve_device
+    from darts_lit.evaluation.train import format_test_result
+
+    try:
+        resolve_device(args.device)
+    except RuntimeError as e:
+        raise ValueError(f"--device: {str(e).split(';')[0]}") from None
+    testable = _kinds_with("evaluate")
+    if not Path(args.checkpoint).is_file():
+        named = " or ".join(f"`darts-lit {k}`" for k in testable)
+        raise FileNotFoundError(f"--checkpoint: no checkpoint at {args.checkpoint}; "
+                                f"give the checkpoint.pt of a {named} run folder")
+    kind = KINDS[read_checkpoint(args.checkpoint, testable)["kind"]]
+    res = kind.evaluate(args.checkpoint, data_dir=args.data_dir, device=args.device,
+                        verbose=False)
+    print(format_test_result(res))
+    return 0
+
 
 def register_plot(subparsers) -> None:
     """`darts-lit plot`: redraw a run folder's figures, or draw a genotype."""
@@ -136,4 +188,4 @@ def run_export(args) -> int:
     return 0
 
 
-COMMANDS = (register_plot, register_export)
+COMMANDS = (register_test, register_plot, register_export)

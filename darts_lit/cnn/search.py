@@ -4,10 +4,9 @@
 __all__ = ['SPACES', 'REMEDIES', 'SearchRemedy', 'register_remedy', 'active_remedies',
            'check_hvp', 'SearchConfig', 'SearchParts', 'build_search', 'seed_loaders',
            'search_epoch', 'evaluate_supernet', 'alpha_weights', 'beta_weights',
-           'epoch_record', 'save_search', 'resume_search', 'early_stop_epoch',
-           'search_result', 'search']
+           'epoch_record', 'early_stop_epoch', 'search_result', 'SearchKind', 'search']
 
-# %% ../../book/08_search.md #591d0eb4
+# %% ../../book/08_search.md #9e794966
 import functools
 import itertools
 import time
@@ -17,12 +16,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..core import config, distributed, runs, utils
-from ..core.config import RunConfig, config_error, option, option_name, validate
+from ..core import config, distributed, utils
+from ..core.config import RunConfig, config_error, option, option_name
 from ..core.data import get_dataset, search_loaders
+from ..core.loop import Run, RunKind, RunResult, fit, register_kind
 from ..core.utils import hook, registry
 from .architect import HVP_METHODS, Architect
-from .genotypes import genotype_to_dict
+from .genotypes import genotype_from_dict, genotype_to_dict
 from .model_search import Network
 from .ops import PRIMITIVES
 
@@ -459,27 +459,6 @@ def epoch_record(parts: SearchParts, config, epoch, lr, stats, seconds) -> dict:
             **({"betas": b} if (b := beta_weights(model)) else {}),
             **extra}
 
-# %% ../../book/08_search.md #1bd9f974
-def save_search(out_dir, parts: SearchParts, config, epoch: int, history) -> None:
-    """Write checkpoint.pt, history.json and genotype.json to `out_dir`, atomically."""
-    out = Path(out_dir)
-    optimizers = {"weights": parts.w_optimizer, "arch": parts.architect.optimizer}
-    state = runs.checkpoint_state(
-        "search", config, distributed.world_size(), epoch=epoch, history=history,
-        **utils.training_state(parts.model, optimizers, parts.scheduler))
-    utils.atomic_save(state, out / runs.CHECKPOINT)
-    runs.save_history(config, out, history)
-    utils.save_json(search_result(history), out / "genotype.json")
-
-
-def resume_search(out_dir, parts: SearchParts, config) -> tuple[int, list]:
-    """Load the checkpoint in `out_dir` into `parts`; return (epochs done, history)."""
-    state = runs.read_checkpoint(Path(out_dir) / runs.CHECKPOINT, "search")
-    runs.check_resume(config, state, distributed.world_size())
-    optimizers = {"weights": parts.w_optimizer, "arch": parts.architect.optimizer}
-    utils.restore_training_state(state, parts.model, optimizers, parts.scheduler)
-    return state["epoch"], state["history"]
-
 # %% ../../book/08_search.md #5470e1d3
 def early_stop_epoch(history: list, config) -> int | None:
     """The epoch whose genotype is the result if `config.early_stop`'s rule fires
@@ -499,45 +478,67 @@ def search_result(history: list) -> dict:
     stop = history[-1].get("early_stop")
     return history[(stop["genotype_epoch"] if stop else len(history)) - 1]["genotype"]
 
-# %% ../../book/08_search.md #190ced73
-def search(config: SearchConfig | None = None, arch_objective=None,
-           stop_after_epoch: int | None = None, on_epoch_end=None,
-           **overrides) -> list[dict]:
-    """Run (or resume) a DARTS search; return the per-epoch history."""
-    config = validate(replace(config or SearchConfig(), **overrides))
-    distributed.barrier()  # rank 0 has finished writing: every rank sees the folder
-    out = runs.open_run(config)
-    utils.seed_everything(config.seed)
-    if config.deterministic:
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
-    parts = build_search(config, arch_objective)
-    start, history = resume_search(out, parts, config) if config.resume else (0, [])
-    if history and "early_stop" in history[-1]:  # stopped by its rule: nothing to do
-        return history
-    last = config.epochs if stop_after_epoch is None else min(config.epochs,
-                                                               stop_after_epoch)
-    main = distributed.is_main()
-    for epoch in distributed.progress(range(start, last), "search", leave=True):
+# %% ../../book/08_search.md #b527d453
+class SearchKind(RunKind):
+    """A DARTS search, with every remedy and variant its settings ask for."""
+
+    name, config_class = "search", SearchConfig
+    help = "search a convolutional cell with DARTS"
+    description = (
+        "Search a convolutional cell with DARTS (Liu et al., ICLR 2019). Every default "
+        "is the paper's setting (CIFAR-10, §3.1.1 and appendix A.1.1). Writes "
+        "checkpoint.pt, history.json, genotype.json and PNG plots into --out, and "
+        "prints the final genotype. With --resume, options not given keep the run's "
+        "settings.")
+    data_parallel = None  # chapter 15_distributed
+    shown = ("train_acc", "valid_acc", "train_loss", "valid_loss", "lr")
+
+    def __init__(self, arch_objective=None):
+        self.arch_objective = arch_objective  # an extra term of L_val, or None
+
+    def build(self, config, out):
+        parts = build_search(config, self.arch_objective)
+        return Run(config, parts.model, {"weights": parts.w_optimizer,
+                                         "arch": parts.architect.optimizer},
+                   {"weights": parts.scheduler}, parts=parts)
+
+    def epoch(self, run, epoch):
+        parts, config = run.parts, run.config
         seed_loaders((parts.train_loader, parts.valid_loader), config.seed, epoch)
         lr, t0 = parts.scheduler.get_last_lr()[0], time.time()
-        with runs.nan_policy(config, out, epochs_saved=epoch):
-            stats = search_epoch(parts, config, epoch, lr)
-            record = epoch_record(parts, config, epoch, lr, stats, time.time() - t0)
-            runs.check_finite_state(parts.model, f"epoch {epoch + 1}")
-        parts.scheduler.step()
-        if on_epoch_end is not None:
-            on_epoch_end(record, parts)
-        history.append(record)
-        if (chosen := early_stop_epoch(history, config)) is not None:
-            record["early_stop"] = {"rule": config.early_stop, "genotype_epoch": chosen}
-        if config.verbose and main:
-            utils.print_epoch(epoch + 1, config.epochs, {k: record[k] for k in (
-                "train_acc", "valid_acc", "train_loss", "valid_loss", "lr")})
-        if out is not None and main:
-            save_search(out, parts, config, epoch + 1, history)
-        if "early_stop" in record:
-            if config.verbose and main:
-                print(f"{config.early_stop} stops the search; the result is the "
-                      f"genotype of epoch {chosen}")
-            break
-    return history
+        stats = search_epoch(parts, config, epoch, lr)
+        return epoch_record(parts, config, epoch, lr, stats, time.time() - t0)
+
+    def stop(self, run):
+        if (chosen := early_stop_epoch(run.history, run.config)) is None:
+            return None
+        run.history[-1]["early_stop"] = {"rule": run.config.early_stop,
+                                         "genotype_epoch": chosen}
+        return (f"{run.config.early_stop} stops the search; the result is the "
+                f"genotype of epoch {chosen}")
+
+    def files(self, run):
+        utils.save_json(search_result(run.history), run.out / "genotype.json")
+
+    def finish(self, run):
+        return {"genotype": search_result(run.history)}
+
+    def report(self, result):
+        lines = [f"run folder: {result.out_dir} (epoch {result.done}/"
+                 f"{result.config.epochs})"]
+        if stop := result.history[-1].get("early_stop"):
+            lines.append(f"stopped early by {stop['rule']}: the result is the genotype "
+                         f"of epoch {stop['genotype_epoch']}")
+        genotype = genotype_from_dict(search_result(result.history), validate=False)
+        return [*lines, f"genotype: {genotype}"]
+
+# %% ../../book/08_search.md #fc2aa1f8
+def search(config: SearchConfig | None = None, arch_objective=None,
+           stop_after_epoch: int | None = None, on_epoch_end=None,
+           **overrides) -> RunResult:
+    """Run (or resume) a DARTS search with the loop of chapter 06_loop."""
+    config = replace(config or SearchConfig(), **overrides)
+    return fit(SearchKind(arch_objective), config, stop_after_epoch, on_epoch_end)
+
+
+register_kind(SearchKind())

@@ -3,11 +3,13 @@
 # %% auto #0
 __all__ = ['plot_search_history', 'plot_alpha_history', 'save_search_plots']
 
-# %% ../../book/08_search_figures.md #cc9e6906
+# %% ../../book/08_search_figures.md #c127321b
 import itertools
 from pathlib import Path
 
 import torch
+
+from ..core.loop import PLOTS
 
 # %% ../../book/08_search_figures.md #c1773e41
 def plot_search_history(histories: dict, ax=None):
@@ -53,7 +55,7 @@ def plot_alpha_history(history, part: str = "normal", primitives=None, ax=None):
     ax.grid(alpha=0.3)
     return ax
 
-# %% ../../book/08_search_figures.md #c7596423
+# %% ../../book/08_search_figures.md #8e63ba4b
 def save_search_plots(history, out_dir, fmt: str = "png") -> list[Path]:
     """Accuracy, α-over-epochs, α heat maps, cell drawings and collapse diagnostics of
     a search, as PNGs (or as `fmt`: svg, pdf)."""
@@ -90,3 +92,6 @@ def save_search_plots(history, out_dir, fmt: str = "png") -> list[Path]:
     if "skips" in history[-1]:  # the diagnostics' figure of chapter 08_collapse_figures
         save(hook("collapse_figure")(history), "collapse.png")
     return written
+
+
+PLOTS["search"] = lambda history, state, out, fmt: save_search_plots(history, out, fmt)

@@ -3,9 +3,10 @@
 # %% auto #0
 __all__ = ['CHECKPOINT', 'CHECKPOINT_VERSION', 'KINDS', 'FREE_ON_RESUME',
            'TENSORBOARD_DIR', 'RunError', 'stale_temporaries', 'unwritable', 'open_run',
-           'config_record', 'checkpoint_state', 'read_checkpoint', 'check_resume',
-           'save_figure', 'edge_names', 'tensorboard_scalars', 'log_tensorboard',
-           'save_history', 'check_finite_state', 'nan_advice', 'nan_policy']
+           'reader', 'config_record', 'checkpoint_state', 'read_checkpoint',
+           'check_resume', 'save_figure', 'edge_names', 'tensorboard_scalars',
+           'log_tensorboard', 'save_history', 'check_finite_state', 'nan_advice',
+           'nan_policy']
 
 # %% ../../book/06_runs.md #70814ac7
 import contextlib
@@ -66,13 +67,15 @@ def open_run(config) -> Path | None:
         tmp.unlink(missing_ok=True)
     return out
 
-# %% ../../book/06_runs.md #09949ac3
-CHECKPOINT_VERSION = 2
-KINDS = {"search": "darts-lit search --resume", "train": "darts-lit train --resume "
-         "or darts-lit test", "search-rnn": "darts-lit search-rnn --resume",
-         "train-rnn": "darts-lit train-rnn --resume",
-         "search-fbnet": "darts-lit search-fbnet --resume",
-         "train-fbnet": "darts-lit train-fbnet --resume or darts-lit test"}
+# %% ../../book/06_runs.md #7d96abf8
+CHECKPOINT_VERSION = 3  # 3: one layout for every kind (chapter 06_loop)
+KINDS = utils.registry("run.kinds")  # name -> RunKind, filled by the chapters of kinds
+
+
+def reader(kind: str) -> str:
+    """The commands that read a checkpoint of `kind`."""
+    testable = getattr(KINDS.get(kind), "evaluate", None) is not None
+    return f"darts-lit {kind} --resume" + (" or darts-lit test" if testable else "")
 
 
 def config_record(config) -> dict:
@@ -84,12 +87,10 @@ def config_record(config) -> dict:
 
 def checkpoint_state(kind: str, config, world_size: int = 1, **state) -> dict:
     """A checkpoint of a run of `kind`: `state` plus version, kind and settings."""
-    if kind not in KINDS:
-        raise ValueError(f"unknown kind {kind!r}; one of {', '.join(KINDS)}")
     return {"version": CHECKPOINT_VERSION, "kind": kind,
             "config": config_record(config), "world_size": world_size, **state}
 
-# %% ../../book/06_runs.md #7ee95626
+# %% ../../book/06_runs.md #d9c1cb94
 def read_checkpoint(path, kinds, map_location="cpu") -> dict:
     """A checkpoint of one of `kinds`; a clear error for another kind or version."""
     kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
@@ -101,7 +102,7 @@ def read_checkpoint(path, kinds, map_location="cpu") -> dict:
                        "run again, or use the darts_lit release that wrote it")
     if state.get("kind") not in kinds:
         raise RunError(f"{path} is a checkpoint of a {state.get('kind')!r} run, read "
-                       f"by {KINDS.get(state.get('kind'), '?')}; expected a "
+                       f"by {reader(state.get('kind'))}; expected a "
                        f"{' or '.join(map(repr, kinds))} checkpoint")
     return state
 
