@@ -19,7 +19,11 @@ fixed validation batches (chapter *When the search collapses*):
 - darts_plus_min8: DARTS+ allowed to stop after 8 epochs at the earliest
   (--early-stop-min-epochs 8; the papers' rule may stop after the first);
 - pdarts_cap: P-DARTS's cap of 2 skip connections at derivation;
-- sdarts: SDARTS-RS, weight steps on softmax(α) + U[-ε, ε], ε rising to 0.3;
+- sdarts: SDARTS-RS as this book first ran it, weight steps on softmax(α) +
+  U[-ε, ε], ε rising to 0.3, the noise not clipped (--no-sdarts-clip; the stored
+  results of benchmarks/results/ were measured with it);
+- sdarts_clip: SDARTS-RS as its public code runs it: each perturbed row clamped to
+  [0, 1] and rescaled to sum to 1;
 - sdarts_adv: SDARTS-ADV, weight steps on softmax(α) + the δ in that box found by 7
   steps of sign-gradient ascent of the training loss (9 more forward passes and 7
   more backward passes per weight step);
@@ -66,7 +70,8 @@ METHODS = {"darts": {}, "darts_es": {"early_stop": "darts_es"},
            "darts_plus": {"early_stop": "darts_plus"},
            "darts_plus_min8": {"early_stop": "darts_plus", "early_stop_min_epochs": 8},
            "pdarts_cap": {"max_skips": 2},
-           "sdarts": {"sdarts_epsilon": 0.3},
+           "sdarts": {"sdarts_epsilon": 0.3, "sdarts_clip": False},
+           "sdarts_clip": {"sdarts_epsilon": 0.3},
            "sdarts_adv": {"sdarts_epsilon": 0.3, "sdarts_attack_steps": 7},
            "l2": {"weight_decay": 27e-4}}
 

@@ -50,6 +50,8 @@ def process_state() -> dict:
             torch.are_deterministic_algorithms_enabled(),
         "os.getcwd()": os.getcwd(),
         "os.environ": {k: v for k, v in os.environ.items() if k not in OWN_VARIABLES},
+        "torch.distributed.is_initialized()": (torch.distributed.is_available()
+                                               and torch.distributed.is_initialized()),
     }
 
 
@@ -61,6 +63,9 @@ def restore(state: dict) -> None:
     torch.use_deterministic_algorithms(
         state["torch.are_deterministic_algorithms_enabled()"])
     os.chdir(state["os.getcwd()"])
+    if (torch.distributed.is_available() and torch.distributed.is_initialized()
+            and not state["torch.distributed.is_initialized()"]):
+        torch.distributed.destroy_process_group()  # a process group left behind
     env = state["os.environ"]
     for k in set(os.environ) - set(env) - OWN_VARIABLES:
         del os.environ[k]
@@ -100,7 +105,8 @@ def guard_state(where: str):
 
 @pytest.fixture(autouse=True)
 def _no_leaked_state(request):
-    """A test leaves threads, dtype, grad mode, environment and cwd as it found them."""
+    """A test leaves threads, dtype, grad mode, environment, cwd and the process group
+    (none) as it found them."""
     yield from guard_state(f"test {request.node.nodeid}")
 
 

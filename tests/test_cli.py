@@ -4,6 +4,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -58,6 +59,45 @@ def test_ctrl_c_says_what_was_saved_and_how_to_continue(tmp_path, capsys,
     monkeypatch.setattr(search_module, "search_epoch", epoch_of)
     assert main(["search", "--out", out, "--resume"]) == 0
     assert len(json.loads((tmp_path / "run" / "history.json").read_text())) == 2
+
+def test_an_internal_error_is_reported_as_a_bug_and_the_run_resumes(
+        tmp_path, capsys, monkeypatch):
+    """An exception that is no user's mistake (here a ValueError from inside the
+    epoch): one line that says it is a bug, the traceback in a file, exit status 70,
+    and the checkpoint of the last finished epoch continues to the end."""
+    import re
+    import tempfile
+
+    from darts_lit.cli.base import BUG_STATUS
+    from darts_lit.cnn import search as search_module
+
+    epoch_of = search_module.search_epoch
+
+    def broken(parts, config, epoch, lr):
+        if epoch == 1:
+            raise ValueError("an internal mistake")
+        return epoch_of(parts, config, epoch, lr)
+
+    monkeypatch.setattr(search_module, "search_epoch", broken)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the traceback's file
+    out = str(tmp_path / "run")
+    assert main(["search", *TINY, "--out", out]) == BUG_STATUS == 70
+    first, second = capsys.readouterr().err.splitlines()
+    assert first.startswith("darts-lit search: this is a bug in darts_lit, not a "
+                            "mistake in your input (ValueError: an internal "
+                            "mistake). The traceback is in "), first
+    report = Path(re.search(r"The traceback is in (\S+): please", first).group(1))
+    text = report.read_text()
+    assert text.startswith("darts-lit search --dataset digits --epochs 2")
+    assert "darts_lit 0." in text
+    assert "Traceback (most recent call last)" in text and "in broken" in text
+    assert second == (f"darts-lit search: {out} holds the run up to its last finished "
+                      f"epoch: once fixed, continue it with `darts-lit search --out "
+                      f"{out} --resume`")
+    monkeypatch.setattr(search_module, "search_epoch", epoch_of)
+    assert main(["search", "--out", out, "--resume"]) == 0
+    assert len(json.loads((tmp_path / "run" / "history.json").read_text())) == 2
+
 
 def test_stop_and_resume(tmp_path, capsys):
     out = str(tmp_path / "run")

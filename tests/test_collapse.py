@@ -339,10 +339,32 @@ def test_adversarial_smoothing_finds_a_worse_delta_than_noise():
         assert not torch.equal(w, base)
 
 
+def test_random_smoothing_projects_each_row_as_the_public_code():
+    """SmoothDARTS's `clip()`, written as its loop writes it, row by row: clamp to
+    [0, 1], a row of zeros gets 1 at its largest entry, divide by the row's sum."""
+    g = torch.Generator().manual_seed(3)
+    w = F.softmax(3 * torch.randn(300, 8, generator=g, dtype=torch.float64), -1)
+    w[:5] = -1.0  # rows whose every entry the noise leaves below 0
+    torch.manual_seed(1)
+    seen = random_smoothing(0.3)(w)
+    torch.manual_seed(1)
+    expected = w + torch.empty_like(w).uniform_(-0.3, 0.3)
+    for line in expected:
+        top = line.argmax()
+        line.clamp_(0, 1)
+        if line.sum() == 0.0:
+            line[top] = 1.0
+        line.div_(line.sum())
+    torch.testing.assert_close(seen, expected, rtol=0, atol=1e-15)
+    assert ((seen >= 0) & (seen <= 1)).all()
+    torch.testing.assert_close(seen.sum(-1), torch.ones(300, dtype=torch.float64))
+    assert (seen == 1.0).any(), "no row was all below 0: the last case is untested"
+
+
 def test_random_smoothing_distribution():
     torch.manual_seed(0)
     w = torch.full((400, 500), 0.25)
-    d = random_smoothing(0.2)(w) - w
+    d = random_smoothing(0.2, clip=False)(w) - w  # the noise alone
     assert d.abs().max() <= 0.2 + 1e-7
     assert abs(d.mean().item()) < 2e-3 and abs(d.var().item() - 0.04 / 3) < 5e-4
     hist = torch.histc(d, bins=4, min=-0.2, max=0.2) / d.numel()  # uniform: 1/4 each

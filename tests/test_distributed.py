@@ -355,6 +355,8 @@ def test_one_step_b_vs_two_processes_b_half(search_runs, monkeypatch):
     from darts_lit.core import utils
 
     _, (r0, _) = search_runs
+    utils.seed_everything(SEARCH["seed"])  # as search() does, before build_search
+    start = _flat(build_search(SearchConfig(**SEARCH)).model.arch_parameters())
     for k, v in dict(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1",
                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port())).items():
         monkeypatch.setenv(k, v)
@@ -367,8 +369,6 @@ def test_one_step_b_vs_two_processes_b_half(search_runs, monkeypatch):
         distributed.teardown()
     two = _flat([r0["one_step"][k] for k in ("alphas_normal", "alphas_reduce")])
     one = _flat([final[k] for k in ("alphas_normal", "alphas_reduce")])
-    utils.seed_everything(SEARCH["seed"])  # as search() does, before build_search
-    start = _flat(build_search(SearchConfig(**SEARCH)).model.arch_parameters())
     moved_two, moved_one = two - start, one - start
     assert (moved_one.abs() > 0.5 * ARCH_LR).double().mean() > 0.9  # ±lr: Adam
     same = moved_two.sign() == moved_one.sign()

@@ -74,11 +74,13 @@ def test_training_outputs_grads_and_bn_stats_agree(off, C, steps, size):
 
 
 # (not S4: its noise ops draw in a different order, source by source vs edge by edge)
-@pytest.mark.parametrize("k,edge_norm,space", [(2, True, "darts"), (4, False, "darts"),
-                                               (4, True, "s3"), (2, True, "s2")])
-def test_pc_darts_fast_cell_agrees_with_its_plain_cell(k, edge_norm, space):
+@pytest.mark.parametrize("k,edge_norm,space,size", [
+    (2, True, "darts", 16), (4, False, "darts", 16), (4, True, "s3", 16),
+    (2, True, "s2", 16), (4, True, "darts", 7), (2, False, "darts", 9)])
+def test_pc_darts_fast_cell_agrees_with_its_plain_cell(k, edge_norm, space, size):
     """Partial channels on the fast path: outputs, every gradient (α, β, weights) and
-    BatchNorm statistics over two steps, under SDARTS's perturbation too."""
+    BatchNorm statistics over two steps, under SDARTS's perturbation too; at odd sizes
+    (7 → 4 → 2, 9 → 5 → 3) the bypass pools to the candidates' ⌈H/2⌉."""
     from darts_lit.cnn.collapse import SPACES
     from darts_lit.perf.pc_darts import PCNetwork
 
@@ -88,7 +90,7 @@ def test_pc_darts_fast_cell_agrees_with_its_plain_cell(k, edge_norm, space):
     plain = copy.deepcopy(fast)
     plain.impl = "plain"
     assert (fast.impl, plain.impl) == ("fast", "plain")
-    x, y = batch(size=16)
+    x, y = batch(size=size)
     for step in range(2):
         losses = []
         for m in (fast, plain):

@@ -354,7 +354,10 @@ def test_imagenet100_and_option_errors_leave_nothing(tmp_path, capsys):
     data = _fake_imagenet(tmp_path / "data", per_class=1)
     assert cli_main(["train-fbnet", "--dataset", "imagenet100", "--data-dir",
                      str(data), "--classes", "9", "--out", str(run), "--quiet"]) == 1
-    assert "--classes 9: choose 1 to 4" in capsys.readouterr().err
+    assert "--classes 9: choose 2 to 4" in capsys.readouterr().err
+    assert cli_main(["search-fbnet", "--dataset", "digits", "--samples", "0",
+                     "--out", str(run), *QUICK]) == 1
+    assert "--samples: must be an integer ≥ 1, got 0" in capsys.readouterr().err
     assert cli_main(["search-fbnet", "--dataset", "imagenet100", "--classes",
                      "missing.txt", "--out", str(run), *QUICK]) == 1
     assert "--classes: 'missing.txt' is neither a number of classes nor a file" in (

@@ -32,8 +32,9 @@ SETTINGS = {
 ROLES = {"search": {"weights", "arch"}, "train": {"weights"},
          "search-rnn": {"weights", "arch"}, "train-rnn": {"weights"},
          "search-fbnet": {"weights", "arch"}, "train-fbnet": {"weights"}}
-EXTRA = {"train": {"genotype"}, "train-rnn": {"optimizer_kind", "best"},
-         "train-fbnet": {"architecture"}}
+EXTRA = {"search": {"classes"}, "train": {"genotype", "classes"},
+         "train-rnn": {"optimizer_kind", "best"}, "search-fbnet": {"classes"},
+         "train-fbnet": {"architecture", "classes"}}
 COMMON = {"version", "kind", "config", "world_size", "epoch", "history", "model",
           "optimizers", "schedulers", "rng"}
 

@@ -200,3 +200,33 @@ def test_tensorboard_without_the_package_is_a_config_error(tmp_path, monkeypatch
     with pytest.raises(ConfigError, match="tensorboard: writes into the run folder: "
                        "give out_dir"):
         validate(SearchConfig(tensorboard=True))
+
+
+@pytest.mark.parametrize("command", ["export", "test"])
+def test_a_truncated_checkpoint_gets_advice_for_the_command(command, trained, tmp_path,
+                                                             capsys):
+    """Not the advice of a run ('delete it to start afresh'): the checkpoint of a
+    trained network is what the user wants to keep."""
+    torn = tmp_path / "checkpoint.pt"
+    torn.write_bytes((trained / "train" / "checkpoint.pt").read_bytes()[:100])
+    extra = ["--out", str(tmp_path / "net")] if command == "export" else []
+    assert main([command, "--checkpoint", str(torn), *extra]) == 1
+    err = capsys.readouterr().err
+    assert "it is corrupt or not a darts_lit checkpoint" in err and err.count("\n") == 1
+    assert "start afresh" not in err
+    advice = f"{command.capitalize()} the checkpoint.pt of a run that wrote it whole"
+    assert advice in err
+    assert not (tmp_path / "net.torchscript.pt").exists()
+
+
+def test_a_genotype_with_noise_is_refused_by_train(tmp_path, capsys):
+    from darts_lit.cnn.genotypes import Genotype, save_genotype
+
+    cell = [("noise", 0), ("sep_conv_3x3", 1), ("noise", 0), ("skip_connect", 1)]
+    path = save_genotype(Genotype(cell, [2, 3], cell, [2, 3]), tmp_path / "s4.json")
+    assert main(["train", *TRAIN, "--genotype", str(path), "--out",
+                 str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("darts-lit train: error: --genotype: its cells hold 'noise': "
+                          "it replaces its input with random numbers"), err
+    assert not (tmp_path / "run").exists()

@@ -211,3 +211,53 @@ def test_folder_option_errors_are_one_line(argv, words, tmp_path, capsys):
     err = capsys.readouterr().err
     assert words in err and err.count("\n") == 1 and "Traceback" not in err, err
     assert not out.exists()
+
+
+def test_one_class_is_refused(tmp_path):
+    """Every label the same: the loss is 0 and nothing is learned."""
+    write_folder(tmp_path)
+    for cls in CLASSES[1:]:
+        for split in ("train", "val"):
+            for f in (tmp_path / split / cls).iterdir():
+                f.unlink()
+            (tmp_path / split / cls).rmdir()
+    with pytest.raises(data.DataError, match="train: one class folder \\(ant\\); a "
+                       "classifier needs at least two: add a folder per class"):
+        folder_data.read_folder(tmp_path)
+    assert "--classes 1: choose 2 to 3" in str(pytest.raises(
+        data.DataError, folder_data.select_classes, list(CLASSES), 1).value)
+
+
+def test_sixteen_bit_grey_images_are_scaled_not_clipped(tmp_path):
+    """A 16-bit PNG (0..65535) becomes 0..255 by /257; PIL's convert('L') would clip
+    every value above 255 to white."""
+    rng = np.random.default_rng(1)
+    for split in ("train", "val"):
+        for k, cls in enumerate(CLASSES):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for i in range(3):
+                px = rng.integers(0, 20000 + 20000 * k, (10, 10)).astype(np.uint16)
+                Image.fromarray(px).save(tmp_path / split / cls / f"{i}.png")
+    with Image.open(tmp_path / "train" / "ant" / "0.png") as im:
+        assert im.mode == "I;16"
+        raw = np.asarray(im).astype(np.float64)
+    loaded = np.asarray(folder_data.load_image(tmp_path / "train" / "ant" / "0.png", 1))
+    assert np.array_equal(loaded, np.rint(raw / 257).astype(np.uint8))
+    _, info = folder_data.read_folder(tmp_path)
+    assert info.in_channels == 1 and 0.05 < info.mean[0] < 0.5  # clipped: about 1.0
+
+
+def test_resume_after_a_class_folder_was_added_is_refused_by_name(tmp_path, capsys):
+    root = write_folder(tmp_path / "pets")
+    out = tmp_path / "run"
+    argv = ["train", "--dataset", "folder", "--data-dir", str(root), "--image-size",
+            "12", "--genotype", "DARTS_V2", "--cutout-length", "4", *TINY,
+            "--epochs", "2", "--out", str(out)]
+    assert main([*argv, "--stop-after", "1"]) == 0
+    write_folder(tmp_path / "more", splits=("train",))
+    (tmp_path / "more" / "train" / "ant").rename(root / "train" / "yak")
+    capsys.readouterr()
+    assert main(["train", "--out", str(out), "--resume"]) == 1
+    err = capsys.readouterr().err
+    assert "the data's classes changed since the run started (added: yak)" in err, err
+    assert err.count("\n") == 1

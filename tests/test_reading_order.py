@@ -103,7 +103,13 @@ def test_import_darts_lit_plugs_every_later_chapter_into_its_seam():
     """The seams are filled by the package's own objects once `import darts_lit` ran,
     each in its place (a later chapter's module registers itself on import)."""
     import darts_lit  # noqa: F401
-    from darts_lit.cnn import collapse, collapse_figures, search, single_level
+    from darts_lit.cnn import (
+        collapse,
+        collapse_figures,
+        search,
+        search_config,
+        single_level,
+    )
     from darts_lit.core.utils import HOOKS
     from darts_lit.latency import darts as latency_darts
     from darts_lit.perf import fast_cell, fast_model, pc_darts, recompute
@@ -114,12 +120,12 @@ def test_import_darts_lit_plugs_every_later_chapter_into_its_seam():
                      "pc_darts_network": pc_darts.PCNetwork,
                      "search_latency_objective": latency_darts.search_latency_objective,
                      "collapse_figure": collapse_figures.collapse_figure}
-    assert dict(search.REMEDIES) == {
+    assert dict(search_config.REMEDIES) == {
         "CollapseDiagnostics": collapse.CollapseDiagnostics,
         "SkipCap": collapse.SkipCap, "EarlyStop": collapse.EarlyStop,
         "SDARTS": collapse.SDARTS, "SingleLevel": single_level.SingleLevel}
-    assert list(search.SPACES) == ["darts", "s2", "s3", "s4"]
-    assert search.SPACES is collapse.SPACES  # one registry, read and filled
+    assert list(search_config.SPACES) == ["darts", "s2", "s3", "s4"]
+    assert search.SPACES is collapse.SPACES is search_config.SPACES  # one registry
     from darts_lit.cli import outputs
     from darts_lit.cnn import search_figures
     from darts_lit.core.loop import KINDS, PLOTS

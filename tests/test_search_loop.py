@@ -36,6 +36,32 @@ def test_defaults_are_the_papers():
     assert (c.steps, c.multiplier or c.steps, c.unrolled, c.hvp) == (4, 4, False,
                                                           "finite_difference")
     assert (c.dataset, c.device, c.out_dir, c.resume) == ("auto", "auto", None, False)
+    assert c.warmup_epochs == 0  # DARTS: α steps from the first epoch
+
+
+def test_a_warmup_trains_w_alone_then_alpha_moves():
+    """PC-DARTS's warm-up: in its epochs α (and Adam's state) stay as they started,
+    the weights train, no architecture loss is recorded; then α steps."""
+    from darts_lit.core import utils
+
+    cfg = replace(TINY, epochs=3, warmup_epochs=2)
+    seen = []
+
+    def keep(record, run):
+        seen.append(([a.detach().clone() for a in run.model.arch_parameters()],
+                     [w.detach().clone() for w in run.model.weights()],
+                     len(run.optimizers["arch"].state)))
+
+    history = search(cfg, on_epoch_end=keep).history
+    utils.seed_everything(cfg.seed)  # as the loop does before it builds the search
+    start = build_search(cfg).model
+    for epoch, (alphas, weights, adam_state) in enumerate(seen):
+        warm = epoch < 2
+        assert all(torch.equal(a, s) for a, s in zip(
+            alphas, start.arch_parameters(), strict=True)) == warm, epoch
+        assert (adam_state == 0) == warm
+        assert not torch.equal(weights[0], start.weights()[0])  # w trained throughout
+    assert [r["arch_loss"] is None for r in history] == [True, True, False]
 
 
 PC = dict(partial_channels=2, edge_normalization=True)
@@ -47,7 +73,8 @@ COLLAPSE = dict(space="s3", hessian_batches=1, max_skips=1, sdarts_epsilon=0.3)
 @pytest.mark.parametrize("settings", [dict(unrolled=False), dict(unrolled=True),
                                       dict(single_level=True), PC,
                                       dict(PC, unrolled=True), COLLAPSE,
-                                      dict(PC, space="s4", hessian_batches=1)])
+                                      dict(PC, space="s4", hessian_batches=1),
+                                      dict(PC, warmup_epochs=1)])
 def test_resume_is_bit_exact(tmp_path, settings):
     cfg = replace(TINY, **settings)
     straight = search(cfg, out_dir=str(tmp_path / "a")).history

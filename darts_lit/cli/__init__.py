@@ -15,6 +15,7 @@ in `COMMANDS` below. Errors are handled once (`darts_lit.cli.base.run_command`).
 
 import argparse
 import os
+import sys
 
 from darts_lit.cli import latency as cli_latency
 from darts_lit.cli import tools as cli_tools
@@ -53,6 +54,7 @@ def main(argv=None) -> int:
     """Parse `argv` (default: sys.argv[1:]) and run the command; return exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)  # what a bug report shows
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2

@@ -26,17 +26,22 @@ def fail(prog: str, err: BaseException) -> int:
     return 1
 
 
-def user_errors() -> tuple:
-    """The exceptions that are a user's mistake or a bad input: one line, no trace."""
-    from darts_lit.core.utils import CheckpointError, NonFiniteLossError
+BUG_STATUS = 70  # sysexits' EX_SOFTWARE: an internal error, not the user's
 
-    # ValueError: ConfigError, RunError, GenotypeError, DataError, a bad value;
-    # OSError: DataNotFoundError, a missing or unreadable file
-    return (ValueError, OSError, CheckpointError, NonFiniteLossError)
+
+def user_errors() -> tuple:
+    """The exceptions that are a user's mistake or a bad input: one line, no trace.
+    `UserError`: every error of darts_lit for a mistake in a setting, a file, a folder
+    or the data; `OSError`: what the system says of a file or folder (missing, not
+    readable, disk full), which the user fixes too. Anything else is a bug."""
+    from darts_lit.core.data import UserError
+
+    return (UserError, OSError)
 
 
 def run_command(prog: str, body, args) -> int:
-    """`body(args)` with messages in the command line's words; errors → status 1."""
+    """`body(args)` with messages in the command line's words; a user's error →
+    status 1 and one line; Ctrl-C → 130; anything else is a bug → `BUG_STATUS`."""
     from darts_lit.core.config import cli_spelling
 
     with cli_spelling():
@@ -46,6 +51,36 @@ def run_command(prog: str, body, args) -> int:
             return fail(prog, e)
         except KeyboardInterrupt:  # Ctrl-C: where the run stands, not a traceback
             return interrupted(prog, getattr(args, "run_folder", None))
+        except Exception as e:  # noqa: BLE001  (a bug: said so, traceback kept)
+            return bug(prog, e, args)
+
+
+def bug(prog: str, err: Exception, args) -> int:
+    """Report an internal error: one line that says it is a bug in darts_lit, the
+    traceback in a file, what the run folder still holds; exit status `BUG_STATUS`."""
+    folder, argv = getattr(args, "run_folder", None), getattr(args, "argv", None)
+    import tempfile
+    import traceback
+
+    from darts_lit import __version__
+    from darts_lit.core import runs
+
+    command = " ".join(map(shlex.quote, sys.argv[1:] if argv is None else argv))
+    text = (f"darts-lit {command}\n"
+            f"darts_lit {__version__}, Python {sys.version.split()[0]}\n\n"
+            + "".join(traceback.format_exception(err)))
+    fd, path = tempfile.mkstemp(prefix="darts-lit-bug-", suffix=".txt")
+    with open(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    print(f"{prog}: this is a bug in darts_lit, not a mistake in your input "
+          f"({type(err).__name__}: {err}). The traceback is in {path}: please "
+          "report the bug to darts_lit's maintainers with that file, which starts "
+          "with the command that failed.", file=sys.stderr)
+    if folder is not None and (Path(folder) / runs.CHECKPOINT).is_file():
+        print(f"{prog}: {folder} holds the run up to its last finished epoch: once "
+              f"fixed, continue it with `{prog} --out {shlex.quote(str(folder))} "
+              "--resume`", file=sys.stderr)
+    return BUG_STATUS
 
 
 def interrupted(prog: str, folder) -> int:

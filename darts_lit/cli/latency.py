@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from darts_lit.cli.base import fail, int_at_least, positive_int, run_command
+from darts_lit.core.data import UserError
 
 SHAPES = {"cifar10": (3, 32), "digits": (1, 8)}  # (in_channels, image_size)
 
@@ -35,11 +36,16 @@ def timing_from_args(args) -> dict:
     """Apply `--threads`; the warmup, repeats and clock keywords of a timing."""
     import torch
 
-    from darts_lit.latency.table import auto_clock
+    from darts_lit.core.utils import resolve_device
+    from darts_lit.latency.table import auto_clock, check_clock
 
     if args.threads:
         torch.set_num_threads(args.threads)
     clock = auto_clock(args.device) if args.clock == "auto" else args.clock
+    try:  # the options' mistakes, before any timing
+        check_clock(clock, resolve_device(args.device))
+    except ValueError as e:
+        raise UserError(f"--clock: {e}") from None
     return dict(warmup=args.warmup, repeats=args.repeats, clock=clock)
 
 
@@ -116,10 +122,10 @@ def run_latency(args) -> int:
     if args.table is not None:  # before minutes of timing, not after
         table_path = Path(args.table)
         if table_path.is_dir():
-            raise ValueError(f"--table: {table_path} is a folder; give the JSON file "
-                             "to reuse or write")
+            raise UserError(f"--table: {table_path} is a folder; give the JSON file "
+                            "to reuse or write")
         if problem := unwritable(table_path.parent):
-            raise ValueError(f"--table: {problem}")
+            raise UserError(f"--table: {problem}")
     in_channels, image_size = SHAPES[args.dataset]
     try:
         timing = timing_from_args(args)
@@ -131,7 +137,7 @@ def run_latency(args) -> int:
     t0 = time.perf_counter()
     try:
         table, lines = build(args, in_channels, image_size, **kw)
-    except (StaleTableError, RuntimeError, ValueError, OSError) as e:
+    except StaleTableError as e:  # a UserError, said before the summary
         return fail("darts-lit latency", e)
     print(f"latency table: {len(table.entries)} entries ({args.space} space, "
           f"{args.dataset} shapes, batch {args.batch_size}) in "

@@ -6,7 +6,7 @@ __all__ = ['FORMATS', 'EXPORT_FORMATS', 'EXPORT_SUFFIX', 'plot_genotype',
            'save_fbnet_plots', 'redraw_run', 'load_trained', 'onnx_available',
            'median_ms', 'export_network']
 
-# %% ../../book/10_outputs.md #6b3927ae
+# %% ../../book/10_outputs.md #7426c553
 import time
 import warnings
 from pathlib import Path
@@ -23,6 +23,7 @@ from darts_lit.rnn.model import (
 from ..cnn import genotypes
 from ..cnn.genotypes import Genotype, plot_cell
 from ..core import runs
+from ..core.data import UserError
 from ..core.loop import KINDS, PLOTS, draw_plots
 
 # %% ../../book/10_outputs.md #50fb8a79
@@ -144,12 +145,12 @@ PLOTS.update({"train": _train_figures, "search-rnn": _rnn_figures,
               "search-fbnet": lambda history, state, out, fmt: save_fbnet_plots(
                   history, out, fmt)})
 
-# %% ../../book/10_outputs.md #c64511f6
+# %% ../../book/10_outputs.md #5c462883
 def redraw_run(run_dir, fmt: str = "png") -> list:
     """Draw every figure of the run in `run_dir` again from its checkpoint, as `fmt`;
     the paths written."""
     if fmt not in FORMATS:
-        raise ValueError(f"--format: must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        raise UserError(f"--format: must be one of {', '.join(FORMATS)}, got {fmt!r}")
     path = Path(run_dir) / runs.CHECKPOINT
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir}: no {runs.CHECKPOINT}; give a run folder "
@@ -157,19 +158,21 @@ def redraw_run(run_dir, fmt: str = "png") -> list:
                                 f"{', '.join(n for n in KINDS if n in PLOTS)}")
     state = runs.read_checkpoint(path, tuple(KINDS))
     if not state["history"]:
-        raise ValueError(f"{run_dir}: the run has not finished an epoch yet")
+        raise UserError(f"{run_dir}: the run has not finished an epoch yet")
     return draw_plots(state, run_dir, fmt)
 
-# %% ../../book/10_outputs.md #f9386891
+# %% ../../book/10_outputs.md #2fff93ac
 def load_trained(path, device="cpu"):
     """(network in eval mode, input shape [1, C, S, S], config) of the checkpoint of a
     trained network (`train`, `train-fbnet`: the kinds that can load one), without
     reading any data."""
     trained = [name for name, kind in KINDS.items() if kind.load_network is not None]
-    state = runs.read_checkpoint(path, trained)
+    state = runs.read_checkpoint(path, trained, advice="Export the checkpoint.pt of a "
+                                 "run that wrote it whole (darts_lit replaces it "
+                                 "atomically after every epoch).")
     return KINDS[state["kind"]].load_network(path, device)
 
-# %% ../../book/10_outputs.md #47a70c86
+# %% ../../book/10_outputs.md #48fec40d
 EXPORT_FORMATS = ("torchscript", "export", "onnx")
 EXPORT_SUFFIX = {"torchscript": ".torchscript.pt", "export": ".pt2", "onnx": ".onnx"}
 
@@ -222,11 +225,11 @@ def export_network(checkpoint, out_prefix, formats=EXPORT_FORMATS, batch_size: i
     `<out_prefix><suffix>`; per format: path, size, largest difference from eager,
     median latency."""
     if unknown := [f for f in formats if f not in EXPORT_FORMATS]:
-        raise ValueError(f"--formats: unknown {', '.join(unknown)}; choose from "
-                         f"{', '.join(EXPORT_FORMATS)}")
+        raise UserError(f"--formats: unknown {', '.join(unknown)}; choose from "
+                        f"{', '.join(EXPORT_FORMATS)}")
     if "onnx" in formats and not onnx_available():
-        raise ValueError("--formats onnx needs the onnx, onnxscript and onnxruntime "
-                         "packages: pip install 'darts_lit[export]'")
+        raise UserError("--formats onnx needs the onnx, onnxscript and onnxruntime "
+                        "packages: pip install 'darts_lit[export]'")
     model, shape, _ = load_trained(checkpoint)
     if hasattr(model, "impl"):  # a DARTS network: traced from its plain cells
         model.impl = "plain"
@@ -246,7 +249,8 @@ def export_network(checkpoint, out_prefix, formats=EXPORT_FORMATS, batch_size: i
             diff = (run(x) - reference).abs().max().item()
         scale = max(1.0, reference.abs().max().item())
         if not diff <= tolerance * scale:
-            raise ValueError(f"{path}: the exported network's outputs differ from "
+            path.unlink(missing_ok=True)  # no file that computes something else
+            raise RuntimeError(f"{path}: the exported network's outputs differ from "
                                f"the eager network's by {diff:.3g} (tolerance "
                                f"{tolerance * scale:.3g}); please report this")
         rows.append({"format": fmt, "path": str(path), "bytes": path.stat().st_size,

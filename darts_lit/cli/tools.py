@@ -15,6 +15,7 @@ runs the `evaluate` of the kind that wrote the checkpoint, `plot` its figures,
 from pathlib import Path
 
 from darts_lit.cli.base import run_command
+from darts_lit.core.data import UserError
 
 def _kinds_with(attribute: str) -> list[str]:
     """The names of the kinds of run whose description has `attribute`."""
@@ -51,13 +52,15 @@ def run_test(args) -> int:
     try:
         resolve_device(args.device)
     except RuntimeError as e:
-        raise ValueError(f"--device: {str(e).split(';')[0]}") from None
+        raise UserError(f"--device: {str(e).split(';')[0]}") from None
     testable = _kinds_with("evaluate")
     if not Path(args.checkpoint).is_file():
         named = " or ".join(f"`darts-lit {k}`" for k in testable)
         raise FileNotFoundError(f"--checkpoint: no checkpoint at {args.checkpoint}; "
                                 f"give the checkpoint.pt of a {named} run folder")
-    kind = KINDS[read_checkpoint(args.checkpoint, testable)["kind"]]
+    whole = ("Test the checkpoint.pt of a run that wrote it whole (darts_lit replaces "
+             "it atomically after every epoch).")
+    kind = KINDS[read_checkpoint(args.checkpoint, testable, advice=whole)["kind"]]
     res = kind.evaluate(args.checkpoint, data_dir=args.data_dir, device=args.device,
                         verbose=False)
     print(format_test_result(res))
@@ -116,20 +119,20 @@ def run_plot(args) -> int:
 
     if args.genotype is None:
         if args.run_dir is None or args.out is not None:
-            raise ValueError("give a RUN_DIR to redraw, or --genotype NAME|FILE with "
-                             "--out FILE to draw a genotype")
+            raise UserError("give a RUN_DIR to redraw, or --genotype NAME|FILE with "
+                            "--out FILE to draw a genotype")
         for path in outputs.redraw_run(args.run_dir, args.format):
             print(path)
         return 0
     if args.run_dir is not None or args.out is None:
-        raise ValueError("--genotype draws one genotype into --out FILE (.png, .svg or "
-                         ".pdf); give no RUN_DIR with it")
+        raise UserError("--genotype draws one genotype into --out FILE (.png, .svg or "
+                        ".pdf); give no RUN_DIR with it")
     suffix = Path(args.out).suffix.lstrip(".").lower()
     if suffix not in outputs.FORMATS:
-        raise ValueError(f"--out: the file name must end in .png, .svg or .pdf, got "
-                         f"{args.out}")
+        raise UserError(f"--out: the file name must end in .png, .svg or .pdf, got "
+                        f"{args.out}")
     if problem := unwritable(Path(args.out).parent):  # before the drawing
-        raise ValueError(f"--out: {problem}")
+        raise UserError(f"--out: {problem}")
     genotype = _any_genotype(args.genotype, args.recurrent)
     print(save_figure(outputs.plot_genotype(genotype, title=args.genotype), args.out))
     return 0
@@ -166,13 +169,13 @@ def run_export(args) -> int:
     from darts_lit.core.runs import unwritable
 
     if args.batch_size < 1:
-        raise ValueError(f"--batch-size: must be an integer ≥ 1, got {args.batch_size}")
+        raise UserError(f"--batch-size: must be an integer ≥ 1, got {args.batch_size}")
     if not Path(args.checkpoint).is_file():
         raise FileNotFoundError(f"--checkpoint: no checkpoint at {args.checkpoint}; "
                                 "give the checkpoint.pt of a `darts-lit train` or "
                                 "`train-fbnet` run folder")
     if problem := unwritable(Path(args.out).parent):  # before the network is built
-        raise ValueError(f"--out: {problem}")
+        raise UserError(f"--out: {problem}")
     formats = args.formats
     if formats is None:
         formats = [f for f in outputs.EXPORT_FORMATS

@@ -4,10 +4,10 @@
 __all__ = ['SPACES', 'PARAMETER_FREE', 'cell_stats', 'edge_entropy', 'alpha_hvp',
            'lanczos_max', 'hessian_eigenvalue', 'fixed_batches', 'cap_skips',
            'capped_genotype', 'darts_es_stop', 'op_ranking', 'darts_plus_stop',
-           'sdarts_radius', 'random_smoothing', 'adversarial_smoothing',
+           'sdarts_radius', 'clip_rows', 'random_smoothing', 'adversarial_smoothing',
            'epoch_diagnostics', 'CollapseDiagnostics', 'SkipCap', 'EarlyStop', 'SDARTS']
 
-# %% ../../book/08_collapse.md #a39e82e5
+# %% ../../book/08_collapse.md #f3c75375
 import torch
 from torch.nn import functional as F
 
@@ -15,7 +15,7 @@ from ..core import distributed
 from ..core.utils import registry
 from .model_search import derivation_weights, derive_cell
 from .ops import PRIMITIVES
-from .search import SearchRemedy, register_remedy
+from .search_config import SearchRemedy, register_remedy
 
 # %% ../../book/08_collapse.md #4494e6a0
 SPACES = registry("search.spaces")  # the search's spaces (chapter 08_search)
@@ -165,17 +165,28 @@ def darts_plus_stop(skips: list, rankings: list, max_skips: int = 2,
     return len(rankings) >= stable and all(r == rankings[-1]
                                            for r in rankings[-stable:])
 
-# %% ../../book/08_collapse.md #0b20ba82
+# %% ../../book/08_collapse.md #1cabc09d
 def sdarts_radius(epoch: int, epochs: int, epsilon: float) -> float:
     """SDARTS-RS's ε at `epoch` (0-based): linear from min(0.03, ε) to ε."""
     start = min(0.03, epsilon)
     return start + (epsilon - start) * epoch / epochs
 
 
-def random_smoothing(epsilon: float):
-    """The `perturb` of a weight step: softmax(α) ↦ softmax(α) + U[−ε, ε] noise."""
+def clip_rows(w: torch.Tensor) -> torch.Tensor:
+    """SmoothDARTS's `clip()`: each row clamped to [0, 1] and divided by its sum; a row
+    clamped to zeros puts 1 on the entry that was largest before the clamp."""
+    top = F.one_hot(w.argmax(-1), w.shape[-1]).to(w.dtype)  # [..., ops]
+    clamped = w.clamp(0, 1)
+    clamped = torch.where(clamped.sum(-1, keepdim=True) == 0, top, clamped)
+    return clamped / clamped.sum(-1, keepdim=True)
+
+
+def random_smoothing(epsilon: float, clip: bool = True):
+    """The `perturb` of a weight step: softmax(α) ↦ softmax(α) + U[−ε, ε] noise,
+    projected back by `clip_rows` (with `clip=False`: the noise alone)."""
     def perturb(w: torch.Tensor) -> torch.Tensor:
-        return w + torch.empty_like(w).uniform_(-epsilon, epsilon)
+        noisy = w + torch.empty_like(w).uniform_(-epsilon, epsilon)
+        return clip_rows(noisy) if clip else noisy
 
     return perturb
 
@@ -287,7 +298,7 @@ class EarlyStop(SearchRemedy):
             return history[-1]["epoch"]
         return None
 
-# %% ../../book/08_collapse.md #89c38681
+# %% ../../book/08_collapse.md #95a8d915
 @register_remedy
 class SDARTS(SearchRemedy):
     """SDARTS-RS (noise of the epoch's radius) or, with `sdarts_attack_steps`,
@@ -300,7 +311,7 @@ class SDARTS(SearchRemedy):
     def epoch_view(self, parts, epoch: int):
         c = self.config
         self.epsilon = sdarts_radius(epoch, c.epochs, c.sdarts_epsilon)
-        return random_smoothing(self.epsilon)
+        return random_smoothing(self.epsilon, clip=c.sdarts_clip)
 
     def batch_view(self, parts, x, y, view):
         if not self.config.sdarts_attack_steps:

@@ -7,7 +7,7 @@ __all__ = ['Genotype', 'NASNet', 'AmoebaNet', 'DARTS_V1', 'DARTS_V2', 'DARTS',
            'GenotypeError', 'validate_cell', 'validate_genotype', 'GenotypeFormat',
            'plot_cell', 'plot_alphas']
 
-# %% ../../book/04_genotypes.md #4ebd2f4b
+# %% ../../book/04_genotypes.md #55dc5b81
 import ast
 import json
 import re
@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from ..core.data import UserError
 from .ops import OPS, PRIMITIVES
 
 # %% ../../book/04_genotypes.md #3560814f
@@ -82,8 +83,8 @@ DARTS = DARTS_V2
 GENOTYPES = {"NASNet": NASNet, "AmoebaNet": AmoebaNet,
              "DARTS_V1": DARTS_V1, "DARTS_V2": DARTS_V2, "DARTS": DARTS}
 
-# %% ../../book/04_genotypes.md #ffd56c66
-class GenotypeError(ValueError):
+# %% ../../book/04_genotypes.md #f530e0d7
+class GenotypeError(UserError, ValueError):
     """A genotype that does not describe a valid cell."""
 
 # %% ../../book/04_genotypes.md #d486d52b

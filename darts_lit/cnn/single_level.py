@@ -3,13 +3,13 @@
 # %% auto #0
 __all__ = ['single_level_loader', 'single_level_step', 'SingleLevel']
 
-# %% ../../book/08_single_level.md #8ea536f0
+# %% ../../book/08_single_level.md #ba05a16b
 import torch
 from torch import nn
 
 from ..core import distributed, utils
 from ..core.config import config_error
-from .search import SearchRemedy, register_remedy
+from .search_config import SearchRemedy, register_remedy
 
 # %% ../../book/08_single_level.md #5a151325
 def single_level_loader(data, config) -> torch.utils.data.DataLoader:

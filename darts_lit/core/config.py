@@ -6,7 +6,7 @@ __all__ = ['BOUNDS', 'GROUPS', 'option', 'option_meta', 'same_as', 'cli_spelling
            'validate', 'check_device', 'check_image_data', 'RunConfig', 'help_line',
            'add_config_options', 'config_from_args']
 
-# %% ../../book/06_config.md #4e33f729
+# %% ../../book/06_config.md #12a64e88
 import contextlib
 import contextvars
 import importlib.util
@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from . import utils
+from .data import UserError
 
 # %% ../../book/06_config.md #9d0078b8
 def option(default, help: str, *, ge=None, gt=None, le=None, lt=None, choices=None,
@@ -67,8 +68,8 @@ def option_name(cls, name: str) -> str:
     """`name` in Python, its flag (`--name`) under `cli_spelling()`."""
     return flag_of(cls, name) if _SPELLING.get() == "cli" else name
 
-# %% ../../book/06_config.md #d7e7e00d
-class ConfigError(ValueError):
+# %% ../../book/06_config.md #5957953c
+class ConfigError(UserError, ValueError):
     """A setting out of range, of the wrong type, or inconsistent with another."""
 
 

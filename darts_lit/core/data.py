@@ -3,12 +3,13 @@
 # %% auto #0
 __all__ = ['CIFAR10_CLASSES', 'CIFAR10_FOLDER', 'CIFAR10_MEAN', 'CIFAR10_STD',
            'DIGITS_CLASSES', 'DIGITS_N_TRAIN', 'DATASETS', 'READERS', 'IMAGENET_FOLDER',
-           'IMAGENET_MEAN', 'IMAGENET_STD', 'CIFAR100_FOLDER', 'DataNotFoundError',
-           'DataError', 'warn', 'default_cache_dir', 'data_search_path', 'find_cifar10',
-           'read_cifar10', 'Cutout', 'image_transforms', 'TensorImageDataset',
-           'read_digits', 'DatasetInfo', 'get_dataset', 'find_imagenet',
-           'imagenet_transforms', 'read_imagenet', 'find_cifar100', 'read_cifar100',
-           'channel_stats', 'plot_samples', 'search_split', 'search_loaders']
+           'IMAGENET_MEAN', 'IMAGENET_STD', 'CIFAR100_FOLDER', 'UserError',
+           'DataNotFoundError', 'DataError', 'warn', 'default_cache_dir',
+           'data_search_path', 'find_cifar10', 'read_cifar10', 'Cutout',
+           'image_transforms', 'TensorImageDataset', 'read_digits', 'DatasetInfo',
+           'get_dataset', 'find_imagenet', 'imagenet_transforms', 'read_imagenet',
+           'find_cifar100', 'read_cifar100', 'channel_stats', 'plot_samples',
+           'search_split', 'search_loaders']
 
 # %% ../../book/01_data.md #8e791b31
 import functools
@@ -22,12 +23,17 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, SubsetRandomSampler
 
-# %% ../../book/01_data.md #a350c6f3
-class DataNotFoundError(FileNotFoundError):
+# %% ../../book/01_data.md #fce5921f
+class UserError(Exception):
+    """A mistake in what the user gave that the user can fix: the command line prints
+    its message as one line (anything else that escapes is a bug in darts_lit)."""
+
+
+class DataNotFoundError(UserError, FileNotFoundError):
     """A requested data set is not on disk where darts_lit looked for it."""
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A data file exists but cannot be read (truncated, corrupt, wrong format)."""
 
 

@@ -2,10 +2,10 @@
 
 # %% auto #0
 __all__ = ['IMAGE_EXTENSIONS', 'SMALL_IMAGE_SIDE', 'LOOK_AT', 'GREY_MODES',
-           'FOLDER_LAYOUT', 'IMAGENET100_CLASSES', 'list_image_folder', 'load_image',
-           'evenly_spaced', 'probe_images', 'fit_square', 'decode_images',
-           'ImageFileDataset', 'large_image_transforms', 'read_folder',
-           'select_classes', 'read_imagenet100']
+           'FOLDER_LAYOUT', 'SIXTEEN_BIT_MODES', 'IMAGENET100_CLASSES',
+           'list_image_folder', 'load_image', 'evenly_spaced', 'probe_images',
+           'fit_square', 'decode_images', 'ImageFileDataset', 'large_image_transforms',
+           'read_folder', 'select_classes', 'read_imagenet100']
 
 # %% ../../book/01_folder_data.md #e2471039
 from pathlib import Path
@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 
 from . import data
 
-# %% ../../book/01_folder_data.md #22cbfc67
+# %% ../../book/01_folder_data.md #d3db0169
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif",
                     ".tiff", ".webp")
 SMALL_IMAGE_SIDE = 64  # up to this side: decoded into memory, CIFAR's augmentation
@@ -57,12 +57,19 @@ def list_image_folder(split_dir, classes: tuple | None = None, subset: bool = Fa
     return classes, samples
 
 
+SIXTEEN_BIT_MODES = ("I", "I;16", "I;16B", "I;16L")  # 16-bit grey PNGs, TIFFs
+
+
 def load_image(path, channels: int):
-    """The image at `path` as a PIL image in mode L (1 channel) or RGB (3)."""
+    """The image at `path` as a PIL image in mode L (1 channel) or RGB (3); 16-bit
+    grey scaled to 8 bits (PIL's own conversion would clip it at 255)."""
     from PIL import Image
 
     try:
         with Image.open(path) as im:
+            if im.mode in SIXTEEN_BIT_MODES:  # 0..65535 -> 0..255
+                grey = np.asarray(im, dtype=np.float64) / 257.0
+                im = Image.fromarray(np.clip(np.rint(grey), 0, 255).astype(np.uint8))
             return im.convert("L" if channels == 1 else "RGB")
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise data.DataError(f"{path}: cannot read this image ({e}); replace or "
@@ -144,7 +151,7 @@ def large_image_transforms(train: bool, mean, std, image_size: int,
         steps.append(data.Cutout(cutout_length))
     return v2.Compose(steps)
 
-# %% ../../book/01_folder_data.md #b67328a6
+# %% ../../book/01_folder_data.md #67878be7
 def read_folder(root, train: bool = True, image_size: int | None = None,
                 augment: bool | None = None, cutout_length: int = 0, stats=None):
     """`(dataset, DatasetInfo)` of a `root/{train,val|test}/<class>/<image>` folder;
@@ -158,6 +165,9 @@ def read_folder(root, train: bool = True, image_size: int | None = None,
         raise data.DataNotFoundError(f"--data-dir {root}: no such folder; a folder "
                                      f"data set is laid out as {FOLDER_LAYOUT}")
     classes, train_samples = list_image_folder(root / "train")
+    if len(classes) < 2:  # every label the same: the loss is 0, nothing is learned
+        raise data.DataError(f"{root / 'train'}: one class folder ({classes[0]}); a "
+                             "classifier needs at least two: add a folder per class")
     channels, median_side = probe_images(train_samples)
     side = image_size or median_side
     looked_at = evenly_spaced(range(len(train_samples)))  # indices into train/
@@ -196,7 +206,7 @@ def read_folder(root, train: bool = True, image_size: int | None = None,
 
 data.READERS["folder"] = read_folder  # get_dataset("folder", ...) of the data chapter
 
-# %% ../../book/01_folder_data.md #9b897a7c
+# %% ../../book/01_folder_data.md #0c8d5026
 IMAGENET100_CLASSES = 100
 
 
@@ -206,9 +216,9 @@ def select_classes(found: list, spec=None, where: str = "train/") -> tuple:
     spec = IMAGENET100_CLASSES if spec is None else spec
     if isinstance(spec, int) or str(spec).isdigit():
         n = int(spec)
-        if not 1 <= n <= len(found):
-            raise data.DataError(f"--classes {n}: choose 1 to {len(found)}, the class "
-                                 f"folders in {where}")
+        if not 2 <= n <= len(found):
+            raise data.DataError(f"--classes {n}: choose 2 to {len(found)}, the class "
+                                 f"folders in {where} (a classifier needs two)")
         return tuple(found[:n])
     path = Path(spec).expanduser()
     if not path.is_file():
@@ -219,9 +229,10 @@ def select_classes(found: list, spec=None, where: str = "train/") -> tuple:
     if missing := [n for n in names if n not in found]:
         raise data.DataError(f"--classes {path}: {len(missing)} listed class(es) have "
                              f"no folder in {where}, e.g. {missing[0]!r}")
-    if not names or len(set(names)) != len(names):
-        raise data.DataError(f"--classes {path}: list each class once (found "
-                             f"{len(names)} names, {len(set(names))} distinct)")
+    if len(names) < 2 or len(set(names)) != len(names):
+        raise data.DataError(f"--classes {path}: list each class once, at least two "
+                             f"(found {len(names)} names, {len(set(names))} "
+                             "distinct)")
     return tuple(names)
 
 # %% ../../book/01_folder_data.md #9bf533db

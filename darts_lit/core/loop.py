@@ -2,7 +2,8 @@
 
 # %% auto #0
 __all__ = ['KINDS', 'PLOTS', 'Run', 'RunResult', 'RunKind', 'register_kind',
-           'kind_named', 'draw_plots', 'run_state', 'save_run', 'restore_run', 'fit']
+           'kind_named', 'draw_plots', 'run_state', 'save_run', 'classes_changed',
+           'restore_run', 'fit']
 
 # %% ../../book/06_loop.md #7f45723f
 from dataclasses import dataclass, field
@@ -121,7 +122,7 @@ def draw_plots(state: dict, out, fmt: str = "png") -> list[Path]:
     return [] if draw is None or not state["history"] else draw(
         state["history"], state, Path(out), fmt)
 
-# %% ../../book/06_loop.md #85937b19
+# %% ../../book/06_loop.md #5de56267
 def run_state(kind: RunKind, run: Run) -> dict:
     """The checkpoint of `run` after its last epoch."""
     return runs.checkpoint_state(
@@ -140,13 +141,34 @@ def save_run(kind: RunKind, run: Run) -> None:
     utils.atomic_save(run_state(kind, run), run.out / runs.CHECKPOINT)
 
 
+def classes_changed(saved: list, now: list) -> str:
+    """Why a run cannot continue on data whose classes changed."""
+    added = [c for c in now if c not in saved]
+    gone = [c for c in saved if c not in now]
+    what = "; ".join(f"{label}: {', '.join(map(str, names[:5]))}"
+                     + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+                     for label, names in (("added", added), ("gone", gone)) if names)
+    return ("the data's classes changed since the run started (" + (what or "another "
+            "order") + "); a resumed run must see the classes it started with: "
+            "restore the data, or start a new run")
+
+
 def restore_run(kind: RunKind, run: Run) -> None:
     """Continue `run` from the checkpoint in its folder: same settings, same state."""
     state = runs.read_checkpoint(run.out / runs.CHECKPOINT, kind.name)
     runs.check_resume(run.config, state, distributed.world_size(),
                       free=runs.FREE_ON_RESUME + kind.free)
+    if state.get("classes", run.extra.get("classes")) != run.extra.get("classes"):
+        raise runs.RunError(classes_changed(state["classes"], run.extra["classes"]))
     kind.resumed(run, state)
-    run.model.load_state_dict(state["model"])
+    try:
+        run.model.load_state_dict(state["model"])
+    except RuntimeError as e:  # e.g. another vocabulary: other shapes
+        raise runs.RunError("the checkpoint's network does not fit the one these "
+                            "settings and this data build "
+                            f"({str(e).splitlines()[-1].strip()[:200]}); did the data "
+                            "change since the run started? Restore it, or start a "
+                            "new run") from None
     run.extra.update({k: state[k] for k in run.extra})
     for role, optimizer in run.optimizers.items():
         optimizer.load_state_dict(state["optimizers"][role])

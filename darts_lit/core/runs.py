@@ -8,7 +8,7 @@ __all__ = ['CHECKPOINT', 'CHECKPOINT_VERSION', 'KINDS', 'FREE_ON_RESUME',
            'log_tensorboard', 'save_history', 'check_finite_state', 'nan_advice',
            'nan_policy']
 
-# %% ../../book/06_runs.md #70814ac7
+# %% ../../book/06_runs.md #1e181ffe
 import contextlib
 import json
 import os
@@ -19,12 +19,13 @@ import torch
 
 from . import utils
 from .config import config_error, option_name
+from .data import UserError
 
-# %% ../../book/06_runs.md #146185af
+# %% ../../book/06_runs.md #04245cfb
 CHECKPOINT = "checkpoint.pt"
 
 
-class RunError(ValueError):
+class RunError(UserError, ValueError):
     """A run folder or checkpoint that cannot be used as asked."""
 
 
@@ -90,11 +91,12 @@ def checkpoint_state(kind: str, config, world_size: int = 1, **state) -> dict:
     return {"version": CHECKPOINT_VERSION, "kind": kind,
             "config": config_record(config), "world_size": world_size, **state}
 
-# %% ../../book/06_runs.md #d9c1cb94
-def read_checkpoint(path, kinds, map_location="cpu") -> dict:
-    """A checkpoint of one of `kinds`; a clear error for another kind or version."""
+# %% ../../book/06_runs.md #f5687f88
+def read_checkpoint(path, kinds, map_location="cpu", **advice) -> dict:
+    """A checkpoint of one of `kinds`; a clear error for another kind or version
+    (`advice`: what to do with one that cannot be read, see `utils.load_checkpoint`)."""
     kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
-    state = utils.load_checkpoint(path, map_location=map_location)
+    state = utils.load_checkpoint(path, map_location=map_location, **advice)
     version = state.get("version") if isinstance(state, dict) else None
     if version != CHECKPOINT_VERSION:
         raise RunError(f"{path} is a checkpoint of format version {version or 1}; "

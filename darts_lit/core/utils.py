@@ -9,7 +9,7 @@ __all__ = ['COMPILE_MODES', 'HOOKS', 'REGISTRIES', 'resolve_device', 'seed_every
            'check_finite', 'autocast', 'compile_model', 'register_hook', 'hook',
            'registry', 'cell_runner']
 
-# %% ../../book/06_training_utils.md #8d79e8cb
+# %% ../../book/06_training_utils.md #4684ebc6
 import math
 import os
 import random
@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from .data import UserError
 
 # %% ../../book/06_training_utils.md #e44e34f7
 def resolve_device(device="auto") -> torch.device:
@@ -97,13 +99,15 @@ def atomic_save(obj, path) -> Path:
     """`torch.save(obj)` to a temporary file beside `path`, then rename it to `path`."""
     return atomic_write(path, lambda f: torch.save(obj, f))
 
-# %% ../../book/06_training_utils.md #9ae2621c
-class CheckpointError(RuntimeError):
+# %% ../../book/06_training_utils.md #ea99ed36
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint file exists but cannot be read."""
 
 
-def load_checkpoint(path, map_location="cpu", weights_only: bool = True):
-    """Read a checkpoint written by `atomic_save`; clear errors if it is unusable."""
+def load_checkpoint(path, map_location="cpu", weights_only: bool = True,
+                    advice: str = "Delete it to start afresh."):
+    """Read a checkpoint written by `atomic_save`; clear errors if it is unusable, with
+    `advice` for the caller's use of it."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}; start a new run "
@@ -113,7 +117,7 @@ def load_checkpoint(path, map_location="cpu", weights_only: bool = True):
     except Exception as e:  # truncated, corrupt or not a torch file
         raise CheckpointError(f"checkpoint {path} cannot be read ({type(e).__name__}: "
                               f"{e}); it is corrupt or not a darts_lit checkpoint. "
-                              "Delete it to start afresh.") from e
+                              f"{advice}") from e
 
 # %% ../../book/06_training_utils.md #22dc3ff0
 def finite_or_none(obj):
@@ -200,8 +204,8 @@ def print_epoch(epoch: int, epochs: int, metrics: dict, prefix: str = "") -> str
     tqdm.write(line, file=sys.stdout)
     return line
 
-# %% ../../book/06_training_utils.md #e5ab9081
-class NonFiniteLossError(FloatingPointError):
+# %% ../../book/06_training_utils.md #576743b5
+class NonFiniteLossError(UserError, FloatingPointError):
     """A training loss became NaN or infinite."""
 
 

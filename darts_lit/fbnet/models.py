@@ -39,7 +39,7 @@ def paper_space(in_channels: int = 3, num_classes: int = 1000, image_size: int =
     return FBNetSpace(in_channels, num_classes, image_size, stem=16, stem_stride=2,
                       stages=PAPER_STAGES, head=head)
 
-# %% ../../book/13_fbnet_models.md #282ee941
+# %% ../../book/13_fbnet_models.md #eb33bf22
 def space_to_dict(space: FBNetSpace) -> dict:
     """The fields of `space` as plain JSON values."""
     d = asdict(space)
@@ -53,11 +53,23 @@ def space_from_dict(d: dict, where: str = "space") -> FBNetSpace:
         what = extra if isinstance(d, dict) else d
         raise ValueError(f"{where}: unknown field(s) {what}; an FBNet space has "
                          f"{', '.join(sorted(known))}")
-    stages = tuple(tuple(s) for s in d.get("stages", FBNetSpace.stages))
-    if not stages or any(len(s) != 3 or not all(isinstance(v, int) and v >= 1
-                                                 for v in s) for s in stages):
+    def positive(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+    for name in ("in_channels", "num_classes", "image_size", "stem", "head"):
+        if name in d and not positive(d[name]):
+            raise ValueError(f"{where}: {name} must be a positive integer, got "
+                             f"{d[name]!r}")
+    if d.get("stem_stride", 1) not in (1, 2) or isinstance(d.get("stem_stride"), bool):
+        raise ValueError(f"{where}: stem_stride must be 1 or 2, got "
+                         f"{d['stem_stride']!r}")
+    raw = d.get("stages", FBNetSpace.stages)
+    stages = tuple(tuple(s) for s in raw) if isinstance(raw, list | tuple) and all(
+        isinstance(s, list | tuple) for s in raw) else ()
+    if not stages or any(len(s) != 3 or not all(positive(v) for v in s)
+                         or s[2] not in (1, 2) for s in stages):
         raise ValueError(f"{where}: stages must be [channels, layers, stride] triples "
-                         f"of positive integers, got {d.get('stages')}")
+                         f"of positive integers, stride 1 or 2, got {d.get('stages')}")
     blocks = tuple(d.get("blocks", FBNET_BLOCKS))
     if unknown := sorted(set(blocks) - set(FBNET_BLOCKS)):
         raise ValueError(f"{where}: unknown block(s) {', '.join(unknown)}; "
@@ -84,7 +96,7 @@ def fbnet_space(preset: str, in_channels: int, num_classes: int,
         raise ValueError(f"--space {path}: not readable as JSON ({e})") from None
     return replace(space_from_dict(d, str(path)), **data)  # the data set decides these
 
-# %% ../../book/13_fbnet_models.md #e83747ec
+# %% ../../book/13_fbnet_models.md #49ce5ec0
 FBNET_ARCHS = {  # name: (head channels, blocks of the 22 layers, stage by stage)
     "fbnet_a": (1504, ("skip",
                        "k3_e3", "k3_e1", "skip", "skip",
@@ -109,7 +121,7 @@ FBNET_ARCHS = {  # name: (head channels, blocks of the 22 layers, stage by stage
                        "k3_e6")),
 }
 PAPER_COUNTS = {"fbnet_a": (4.3e6, 249e6), "fbnet_b": (4.5e6, 295e6),
-                "fbnet_c": (5.5e6, 375e6)}  # parameters, multiply-adds (paper, Table 2)
+                "fbnet_c": (5.5e6, 375e6)}  # parameters, multiply-adds (paper, Table 3)
 
 
 def fbnet_reference(name: str, in_channels: int = 3, num_classes: int = 1000,

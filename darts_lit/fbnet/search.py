@@ -91,7 +91,7 @@ def search_fbnet_epoch(model: FBNetSupernet, loader, optimizer, *, tau: float,
         n += len(y)
     return {"ce": ce_sum / n, "acc": acc_sum / n, "lat": lat_sum / n}
 
-# %% ../../book/13_fbnet_search.md #97815518
+# %% ../../book/13_fbnet_search.md #2ce1baf9
 @dataclass
 class FBNetSearchConfig(RunConfig):
     """Settings of an FBNet search; the paper's values where it gives them."""
@@ -148,16 +148,18 @@ class FBNetSearchConfig(RunConfig):
                                 "the whole training set steps w and θ together on θ's "
                                 "loss (no split)", group="architecture")
     samples: int = option(6, "architectures sampled from the final softmax(θ) and "
-                          "written beside the derived one", ge=0, paper=True,
+                          "written beside the derived one", ge=1, paper=True,
                           group="architecture")
     objective: str = option("fbnet", "'fbnet': CE·a·log(LAT)^b with LAT in µs; "
                             "'additive': CE + κ·E[LAT] / E[LAT at uniform θ]",
                             choices=("fbnet", "additive"), paper=True,
                             group="latency")
-    fbnet_a: float = option(0.2, "FBNet's α: the scale of the latency factor", gt=0,
-                            paper=True, group="latency", metavar="A")
-    fbnet_b: float = option(0.6, "FBNet's β: the exponent of the latency factor",
-                            gt=0, paper=True, group="latency", metavar="B")
+    fbnet_a: float = option(0.2, "FBNet's α: the scale of the latency factor (the "
+                            "public reproductions' value; the paper states none)",
+                            gt=0, group="latency", metavar="A")
+    fbnet_b: float = option(0.6, "FBNet's β: the exponent of the latency factor (the "
+                            "public reproductions' value; the paper states none)",
+                            gt=0, group="latency", metavar="B")
     latency_weight: float = option(1.0, "κ of the additive objective", ge=0,
                                    group="latency", metavar="KAPPA")
     latency_table: str | None = option(None, "lookup table to reuse and complete "
@@ -282,7 +284,7 @@ def save_fbnet_architectures(config: FBNetSearchConfig, out: Path, model: FBNetS
                               latency_ms=d["latency_ms"])
     return record
 
-# %% ../../book/13_fbnet_search.md #82856299
+# %% ../../book/13_fbnet_search.md #6b5bc00c
 @dataclass
 class FBNetSearchParts:
     """The objects of a running FBNet search besides supernet and optimizers."""
@@ -331,7 +333,8 @@ class FBNetSearchKind(RunKind):
         objective = fbnet_objective(config, lat, fixed)
         parts = FBNetSearchParts((train_q, valid_q), objective, lat, fixed, device)
         return Run(config, model, {"weights": w_opt, "arch": theta_opt},
-                   {"weights": w_sched}, parts=parts)
+                   {"weights": w_sched}, extra={"classes": list(info.classes)},
+                   parts=parts)
 
     def epoch(self, run, epoch):
         model, parts, config = run.model, run.parts, run.config

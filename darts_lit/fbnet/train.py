@@ -131,7 +131,7 @@ def fbnet_loaders(config: FBNetTrainConfig):
                        pin_memory=pin), info)
 
 
-# %% ../../book/13_fbnet_train.md #233fc941
+# %% ../../book/13_fbnet_train.md #e62cf158
 class FBNetTrainKind(RunKind):
     """Training a network of FBNet's space from scratch, and testing it."""
 
@@ -158,7 +158,8 @@ class FBNetTrainKind(RunKind):
         criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
         parts = TrainParts(net, train_loader, test_loader, criterion, device)
         return Run(config, model, {"weights": optimizer}, {"weights": scheduler},
-                   extra={"architecture": record}, parts=parts)
+                   extra={"architecture": record, "classes": list(info.classes)},
+                   parts=parts)
 
     def epoch(self, run, epoch):
         parts, optimizer = run.parts, run.optimizers["weights"]

@@ -5,7 +5,7 @@ __all__ = ['CLOCKS', 'TABLE_FORMAT', 'check_clock', 'auto_clock', 'measure_laten
            'OpSpec', 'device_name', 'StaleTableError', 'read_table_file',
            'LatencyTable', 'progress_if_available', 'measure_table', 'load_or_measure']
 
-# %% ../../book/12_latency_table.md #8304c508
+# %% ../../book/12_latency_table.md #a435ac3c
 import json
 import math
 import platform
@@ -17,7 +17,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from ..core.data import DataError
+from ..core.data import DataError, UserError
 from ..core.utils import progress, resolve_device, save_json
 
 # %% ../../book/12_latency_table.md #69134fad
@@ -86,7 +86,7 @@ class OpSpec(NamedTuple):
         return (f"{self.op}|{self.c_in}->{self.c_out}|{self.h}x{self.w}"
                 f"|s{self.stride}|b{self.batch}")
 
-# %% ../../book/12_latency_table.md #eeb074af
+# %% ../../book/12_latency_table.md #3a657be0
 def device_name(device="cpu") -> str:
     """A name for the device a table is measured on: GPU model, or CPU and threads."""
     device = resolve_device(device)
@@ -103,7 +103,7 @@ def device_name(device="cpu") -> str:
     return f"cpu: {cpu}, {torch.get_num_threads()} threads"
 
 
-class StaleTableError(ValueError):
+class StaleTableError(UserError, ValueError):
     """A saved latency table was measured on another device, torch, dtype or clock."""
 
 # %% ../../book/12_latency_table.md #6b22dc54

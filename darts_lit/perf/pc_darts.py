@@ -26,7 +26,7 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     x = x.view(b, groups, c // groups, h, w)  # [B, g, C/g, H, W]
     return x.transpose(1, 2).reshape(b, c, h, w)
 
-# %% ../../book/14_pc_darts.md #9742333f
+# %% ../../book/14_pc_darts.md #8b1dde8c
 class PCMixedOp(nn.Module):
     """Eq. PC 2: the mixed operation on the first C/K channels, the rest bypassed."""
 
@@ -36,7 +36,7 @@ class PCMixedOp(nn.Module):
             raise ValueError(f"partial channels: C = {C} is not divisible by K = {k}")
         self.k = k
         self.op = MixedOp(C // k, stride, primitives)
-        self.mp = nn.MaxPool2d(2, 2)
+        self.mp = nn.MaxPool2d(2, 2, ceil_mode=True)  # ⌈H/2⌉, as every candidate
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         c = x.shape[1] // self.k

@@ -6,7 +6,7 @@ __all__ = ['SEARCH_RNN', 'repackage_hidden', 'HiddenStateLoss', 'RNNArchitect',
            'search_rnn_epoch', 'check_columns', 'lm_data', 'perplexity', 'LMParts',
            'RNNSearchKind', 'search_rnn']
 
-# %% ../../book/11_rnn_search.md #6296675c
+# %% ../../book/11_rnn_search.md #5c40aab2
 import math
 from dataclasses import dataclass, replace
 
@@ -38,7 +38,7 @@ from darts_lit.rnn.model import (
 )
 
 from ..cnn.architect import Architect
-from ..cnn.search import SearchConfig, check_hvp
+from ..cnn.search_config import SearchConfig, check_hvp
 from ..core.config import RunConfig, config_error, option, same_as
 from ..core.loop import Run, RunKind, RunResult, fit, register_kind
 
