@@ -370,7 +370,8 @@ def test_cli_latency_builds_reuses_and_refuses(tmp_path, capsys, one_thread):
     data["device"] = "cuda: elsewhere"
     path.write_text(json.dumps(data))
     assert cli_main(args) == 1
-    assert "measured under other conditions" in capsys.readouterr().err
+    assert "was measured with another device 'cuda: elsewhere'" in (
+        capsys.readouterr().err)
     assert cli_main(args + ["--rebuild"]) == 0
 
 

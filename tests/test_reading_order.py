@@ -111,7 +111,9 @@ def test_import_darts_lit_plugs_every_later_chapter_into_its_seam():
         single_level,
     )
     from darts_lit.core.utils import HOOKS
+    from darts_lit.fbnet import runtimes
     from darts_lit.latency import darts as latency_darts
+    from darts_lit.latency.table import EAGER, RUNTIMES
     from darts_lit.perf import fast_cell, fast_model, pc_darts, recompute
 
     assert HOOKS == {"fast_search_cell": fast_cell.fast_cell_forward,
@@ -119,7 +121,10 @@ def test_import_darts_lit_plugs_every_later_chapter_into_its_seam():
                      "recompute": recompute.recomputed,
                      "pc_darts_network": pc_darts.PCNetwork,
                      "search_latency_objective": latency_darts.search_latency_objective,
-                     "collapse_figure": collapse_figures.collapse_figure}
+                     "collapse_figure": collapse_figures.collapse_figure,
+                     "fbnet_latency_validation": runtimes.save_validation}
+    assert RUNTIMES == {"eager": EAGER, "torchscript": runtimes.TORCHSCRIPT,
+                        "onnxruntime": runtimes.ONNXRUNTIME}
     assert dict(search_config.REMEDIES) == {
         "CollapseDiagnostics": collapse.CollapseDiagnostics,
         "SkipCap": collapse.SkipCap, "EarlyStop": collapse.EarlyStop,

@@ -2,11 +2,14 @@
 
     darts-lit latency --space fbnet --dataset digits --table runs/fbnet_table.json
     darts-lit latency --space darts --device cuda --batch-size 64 --table t.json
+    darts-lit latency --space paper --batch-size 1 --threads 1 --runtime onnxruntime \
+        --validate 20
 
 Hand-written (not generated from the book); listed by `darts_lit.cli`. The table and
 its use are explained in the chapters *Measuring latency* (`darts_lit.latency.table`),
-*The latency objective* (`darts_lit.latency.objective`) and
-*FBNet* (`darts_lit.fbnet.space`).
+*The latency objective* (`darts_lit.latency.objective`),
+*FBNet* (`darts_lit.fbnet.space`) and *Latency where the network runs*
+(`darts_lit.fbnet.runtimes`: the runtimes and `--validate`).
 """
 
 import time
@@ -26,6 +29,10 @@ def add_timing_options(p) -> None:
                    help="wall time, or the CPU time of the one torch thread (needs "
                    "one thread; robust on a machine shared with other processes); "
                    "auto (default): cpu on the CPU with one torch thread, else wall")
+    p.add_argument("--runtime", default="eager", metavar="RUNTIME",
+                   help="what runs each timed op: 'eager' (default, PyTorch), "
+                   "'torchscript' (the traced module) or 'onnxruntime' (its ONNX "
+                   "graph in ONNX Runtime, CPU); part of the table's key")
     p.add_argument("--warmup", type=int_at_least(0), default=5,
                    help="untimed runs (default: 5)")
     p.add_argument("--repeats", type=positive_int, default=20,
@@ -46,7 +53,12 @@ def timing_from_args(args) -> dict:
         check_clock(clock, resolve_device(args.device))
     except ValueError as e:
         raise UserError(f"--clock: {e}") from None
-    return dict(warmup=args.warmup, repeats=args.repeats, clock=clock)
+    from darts_lit.latency.table import runtime_named
+
+    dtype = getattr(torch, getattr(args, "dtype", "float32"))
+    runtime_named(args.runtime).check(args.device, dtype)  # known, installed, fits
+    return dict(warmup=args.warmup, repeats=args.repeats, clock=clock,
+                runtime=args.runtime)
 
 
 def register_latency(subparsers) -> None:
@@ -56,10 +68,14 @@ def register_latency(subparsers) -> None:
         description="Time every candidate op at every shape where it runs in the "
         "search space (warm-up runs, then the median of timed runs) and print a "
         "summary. With --table, a matching saved table is reused and completed; one "
-        "measured on another device, torch version, dtype or clock is refused.")
-    p.add_argument("--space", choices=("darts", "fbnet"), default="fbnet",
-                   help="FBNet's layer-wise space or the DARTS cell space "
-                   "(default: fbnet)")
+        "measured on another device, torch version, dtype, clock, runtime or thread "
+        "count is refused.")
+    p.add_argument("--space", choices=("darts", "fbnet", "paper"), default="fbnet",
+                   help="FBNet's layer-wise space at --dataset's shapes, FBNet's "
+                   "paper space (Table 1, 22 layers, at --image-size) or the DARTS "
+                   "cell space (default: fbnet)")
+    p.add_argument("--image-size", type=int_at_least(16), default=224,
+                   help="paper: the input side in pixels (default: 224)")
     p.add_argument("--dataset", choices=tuple(SHAPES), default="cifar10",
                    help="input shape: cifar10 = 3x32x32, digits = 1x8x8 "
                    "(default: cifar10)")
@@ -78,6 +94,11 @@ def register_latency(subparsers) -> None:
                    help="JSON file to reuse and update (default: not saved)")
     p.add_argument("--rebuild", action="store_true",
                    help="re-measure even if --table holds a table for another device")
+    p.add_argument("--validate", type=int_at_least(2), default=None, metavar="N",
+                   help="fbnet/paper: time N networks from fast to slow and N drawn "
+                   "uniformly, whole, in --runtime, twice each, and report how well "
+                   "the table predicts them (Spearman ρ, the measurement's own "
+                   "test-retest ρ, measured/predicted with a fitted overhead)")
     p.set_defaults(func=lambda args: run_command("darts-lit latency", run_latency,
                                                  args))
 
@@ -100,10 +121,13 @@ def _darts_table(args, in_channels, image_size, **kw):
 
 def _fbnet_table(args, in_channels, image_size, **kw):
     from darts_lit.fbnet import space as fbnet
+    from darts_lit.fbnet.models import paper_space
 
-    space = fbnet.FBNetSpace.for_images(in_channels, 10, image_size)
+    space = (paper_space(image_size=args.image_size) if args.space == "paper"
+             else fbnet.FBNetSpace.for_images(in_channels, 10, image_size))
     table = fbnet.fbnet_table(space, args.batch_size, path=args.table, **kw)
     lat, fixed = fbnet.fbnet_latency(space, table, args.batch_size)
+    args.fbnet_space = space  # for --validate
     return table, [
         f"{len(lat)} searchable layers x {lat.shape[1]} blocks; stem + head "
         f"{fixed:.3f} ms",
@@ -126,6 +150,10 @@ def run_latency(args) -> int:
                             "to reuse or write")
         if problem := unwritable(table_path.parent):
             raise UserError(f"--table: {problem}")
+    if args.validate and args.space == "darts":
+        raise UserError("--validate samples networks of FBNet's space: use --space "
+                        "fbnet or paper (the DARTS cell space has no whole-network "
+                        "sampler here)")
     in_channels, image_size = SHAPES[args.dataset]
     try:
         timing = timing_from_args(args)
@@ -139,11 +167,12 @@ def run_latency(args) -> int:
         table, lines = build(args, in_channels, image_size, **kw)
     except StaleTableError as e:  # a UserError, said before the summary
         return fail("darts-lit latency", e)
+    shapes = (f"{args.image_size}x{args.image_size}" if args.space == "paper"
+              else f"{args.dataset} shapes")
     print(f"latency table: {len(table.entries)} entries ({args.space} space, "
-          f"{args.dataset} shapes, batch {args.batch_size}) in "
-          f"{time.perf_counter() - t0:.1f} s")
+          f"{shapes}, batch {args.batch_size}) in {time.perf_counter() - t0:.1f} s")
     print(f"device: {table.device}; torch {table.torch}; {table.dtype}; "
-          f"{table.clock} clock")
+          f"{table.clock} clock; runtime {table.runtime} {table.runtime_version}")
     for line in lines:
         print(line)
     by_op = {}
@@ -154,6 +183,15 @@ def run_latency(args) -> int:
         print(f"  {op:14s} {len(values):3d} shapes  mean {mean_us:9.1f} µs")
     if args.table:
         print(f"saved: {args.table}")
+    if args.validate:
+        from darts_lit.fbnet.runtimes import format_validation, validate_runtime
+
+        report = validate_runtime(args.fbnet_space, table, args.validate,
+                                  args.batch_size, args.device, warmup=args.warmup,
+                                  repeats=args.repeats)
+        print("validation, whole networks against the table's sums:")
+        for line in format_validation(report):
+            print(line)
     return 0
 
 

@@ -24,7 +24,7 @@ from .genotypes import genotype_from_dict, genotype_to_dict
 from .model_search import Network
 from .search_config import SPACES, SearchConfig, active_remedies
 
-# %% ../../book/08_search.md #431dabb6
+# %% ../../book/08_search.md #a6ed34e0
 @dataclass
 class SearchParts:
     """The objects of a running search."""
@@ -79,7 +79,8 @@ def build_search(config: SearchConfig, arch_objective=None) -> SearchParts:
             distributed.barrier()
         arch_objective = search_latency_objective(model, info.image_size,
                                                   config.batch_size,
-                                                  config.latency_weight, device, table)
+                                                  config.latency_weight, device, table,
+                                                  runtime=config.latency_runtime)
         if distributed.is_main():
             distributed.barrier()
     w_optimizer = torch.optim.SGD(model.weights(), config.learning_rate,

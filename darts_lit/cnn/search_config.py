@@ -5,12 +5,13 @@ __all__ = ['SPACES', 'REMEDIES', 'SearchRemedy', 'register_remedy', 'active_reme
            'SearchData', 'SuperNetwork', 'WeightSteps', 'check_hvp', 'ArchSteps',
            'CollapseSettings', 'SearchConfig']
 
-# %% ../../book/08_search_config.md #28d5efa0
+# %% ../../book/08_search_config.md #7a1b44e7
 import functools
 from dataclasses import dataclass
 
 from ..core import config
 from ..core.config import RunConfig, config_error, option, option_name
+from ..core.data import UserError
 from ..core.utils import registry
 from .architect import HVP_METHODS
 from .ops import PRIMITIVES
@@ -154,7 +155,7 @@ class WeightSteps:
                        "bfloat16 autocast; the α step stays float32", group="weights")
 
 
-# %% ../../book/08_search_config.md #6e2d8623
+# %% ../../book/08_search_config.md #09411d60
 def check_hvp(config) -> None:
     """`hvp='exact'` needs the second-order step: the rule of every DARTS search."""
     if config.hvp == "exact" and not config.unrolled:
@@ -188,6 +189,10 @@ class ArchSteps:
                                    "E[LAT at uniform α] added to the validation loss "
                                    "(latency chapter); 0: plain DARTS", ge=0,
                                    group="architecture", metavar="KAPPA")
+    latency_runtime: str = option("eager", "with --latency-weight: the runtime the "
+                                  "table times each op in, 'eager', 'torchscript' or "
+                                  "'onnxruntime' (chapter 13_fbnet_runtimes)",
+                                  group="architecture", metavar="RUNTIME")
     warmup_epochs: int = option(0, "epochs that train only w before α steps "
                                 "(PC-DARTS's code: 15 of 50); 0: α steps from the "
                                 "first epoch, as DARTS", ge=0, group="architecture",
@@ -207,6 +212,20 @@ class ArchSteps:
             raise config_error(self, "edge_normalization", "cannot be combined with "
                                f"{option_name(type(self), 'latency_weight')}: the "
                                "latency objective reads α alone")
+        runtimes = registry("latency.runtimes")  # filled by the latency chapters
+        if self.latency_runtime != "eager" and not self.latency_weight:
+            raise config_error(self, "latency_runtime", "times the table of "
+                               f"{option_name(type(self), 'latency_weight')}; set "
+                               "κ > 0 or leave the runtime out")
+        if self.latency_weight and self.latency_runtime not in runtimes:
+            raise config_error(self, "latency_runtime", f"unknown runtime "
+                               f"{self.latency_runtime!r}; choose from "
+                               f"{', '.join(runtimes) or 'eager'}")
+        if self.latency_weight:
+            try:  # installed, and able to time this device
+                runtimes[self.latency_runtime].check(self.device)
+            except UserError as e:
+                raise config_error(self, "latency_runtime", str(e)) from None
         if self.warmup_epochs and self.single_level:
             raise config_error(self, "warmup_epochs", "delays the architecture steps "
                                "of the bilevel search; the single-level step moves w "

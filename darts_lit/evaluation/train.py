@@ -4,9 +4,9 @@
 __all__ = ['UNTRAINABLE', 'IMAGE_SIDES', 'TRAIN', 'check_trainable',
            'imagenet_needs_rgb', 'TrainConfig', 'build_model', 'make_optimizer',
            'drop_path_prob_at', 'memory_format', 'training_loss', 'train_epoch',
-           'evaluate', 'make_loaders', 'TrainParts', 'TrainKind', 'train',
-           'read_train_checkpoint', 'evaluate_checkpoint', 'format_test_result',
-           'load_train_network']
+           'evaluate', 'make_loaders', 'TrainParts', 'TrainedNetworkKind', 'TrainKind',
+           'train', 'read_train_checkpoint', 'evaluate_checkpoint',
+           'format_test_result', 'load_train_network']
 
 # %% ../../book/10_train.md #ff3c5447
 import itertools
@@ -276,7 +276,7 @@ def make_loaders(config: TrainConfig):
                              num_workers=config.num_workers, pin_memory=pin)
     return train_loader, test_loader, info
 
-# %% ../../book/10_train.md #705a8f07
+# %% ../../book/10_train.md #fe8cd5d2
 @dataclass
 class TrainParts:
     """The objects of a running training besides model and optimizer."""
@@ -288,7 +288,43 @@ class TrainParts:
     device: torch.device
 
 
-class TrainKind(RunKind):
+class TrainedNetworkKind(RunKind):
+    """What the kinds that train one fixed network share: the network (`record`, a
+    genotype or an architecture) kept in the checkpoint and in `<record>.json`, a
+    resume that must train the same one, SGD with its schedule, and a report that
+    tests the checkpoint."""
+
+    record = "genotype"  # the key in the checkpoint, and the run folder's file
+
+    def describe(self, value) -> str:
+        """The record as a message shows it."""
+        return str(value)
+
+    def weights_run(self, config, model, net, loaders, device, extra) -> Run:
+        """The run of `model` (stepped as `net`) with `make_optimizer`'s SGD."""
+        optimizer, scheduler = make_optimizer(model, config)
+        criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        parts = TrainParts(net, *loaders, criterion, device)
+        return Run(config, model, {"weights": optimizer}, {"weights": scheduler},
+                   extra=extra, parts=parts)
+
+    def resumed(self, run, state):
+        if state[self.record] != run.extra[self.record]:
+            trains = self.describe(state[self.record])
+            raise runs.RunError(f"cannot resume with another {self.record}: the "
+                                f"checkpoint trains {trains}")
+
+    def files(self, run):
+        utils.save_json(run.extra[self.record], run.out / f"{self.record}.json")
+
+    def report(self, result):
+        res = self.evaluate(Path(result.out_dir) / runs.CHECKPOINT,
+                            device=result.config.device, verbose=False)
+        return [f"run folder: {result.out_dir} (epoch {res['epoch']}/"
+                f"{result.config.epochs})", format_test_result(res)]
+
+
+class TrainKind(TrainedNetworkKind):
     """Training a genotype's evaluation network from scratch, and testing it."""
 
     name, config_class = "train", TrainConfig
@@ -314,12 +350,9 @@ class TrainKind(RunKind):
             device, memory_format=memory_format(config))
         net = utils.compile_model(distributed.data_parallel(model, device),
                                   config.compile)  # alone and not compiled: model
-        optimizer, scheduler = make_optimizer(model, config)
-        criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-        parts = TrainParts(net, train_loader, test_loader, criterion, device)
-        return Run(config, model, {"weights": optimizer}, {"weights": scheduler},
-                   extra={"genotype": genotypes.genotype_to_dict(genotype),
-                          "classes": list(info.classes)}, parts=parts)
+        return self.weights_run(config, model, net, (train_loader, test_loader), device,
+                                {"genotype": genotypes.genotype_to_dict(genotype),
+                                 "classes": list(info.classes)})
 
     def epoch(self, run, epoch):
         config, parts, model = run.config, run.parts, run.model
@@ -339,20 +372,8 @@ class TrainKind(RunKind):
         row["seconds"] = time.perf_counter() - t0
         return row
 
-    def resumed(self, run, state):
-        if state["genotype"] != run.extra["genotype"]:
-            raise runs.RunError(f"cannot resume with another genotype: the checkpoint "
-                                "trains "
-                                f"{genotypes.genotype_from_dict(state['genotype'])}")
-
-    def files(self, run):
-        utils.save_json(run.extra["genotype"], run.out / "genotype.json")
-
-    def report(self, result):
-        res = evaluate_checkpoint(Path(result.out_dir) / runs.CHECKPOINT,
-                                  device=result.config.device, verbose=False)
-        return [f"run folder: {result.out_dir} (epoch {res['epoch']}/"
-                f"{result.config.epochs})", format_test_result(res)]
+    def describe(self, value) -> str:
+        return str(genotypes.genotype_from_dict(value))
 
     @staticmethod
     def options(parser):

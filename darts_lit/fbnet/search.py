@@ -6,7 +6,7 @@ __all__ = ['SEARCH_FBNET', 'search_fbnet_epoch', 'FBNetSearchConfig', 'fbnet_obj
            'save_fbnet_architectures', 'FBNetSearchParts', 'FBNetSearchKind',
            'search_fbnet', 'train_and_evaluate']
 
-# %% ../../book/13_fbnet_search.md #8632ccd2
+# %% ../../book/13_fbnet_search.md #c9896645
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from darts_lit.core.utils import (
     accuracy,
     autocast,
     check_finite,
+    hook,
     resolve_device,
     seed_everything,
 )
@@ -51,9 +52,9 @@ from darts_lit.latency.objective import (
 
 from ..cnn.search import SearchConfig, seed_loaders
 from ..cnn.single_level import single_level_loader
-from ..core.data import DATASETS, get_dataset, search_loaders
+from ..core.data import DATASETS, UserError, get_dataset, search_loaders
 from ..core.loop import Run, RunKind, RunResult, fit, register_kind
-from ..latency.table import auto_clock, read_table_file
+from ..latency.table import auto_clock, read_table_file, runtime_named
 
 # %% ../../book/13_fbnet_search.md #0bdbdbea
 def search_fbnet_epoch(model: FBNetSupernet, loader, optimizer, *, tau: float,
@@ -91,7 +92,7 @@ def search_fbnet_epoch(model: FBNetSupernet, loader, optimizer, *, tau: float,
         n += len(y)
     return {"ce": ce_sum / n, "acc": acc_sum / n, "lat": lat_sum / n}
 
-# %% ../../book/13_fbnet_search.md #2ce1baf9
+# %% ../../book/13_fbnet_search.md #16cbb9ad
 @dataclass
 class FBNetSearchConfig(RunConfig):
     """Settings of an FBNet search; the paper's values where it gives them."""
@@ -178,6 +179,14 @@ class FBNetSearchConfig(RunConfig):
                                 group="latency")
     timing_repeats: int = option(7, "timed runs of an op; the median is kept", ge=1,
                                  group="latency")
+    latency_runtime: str = option("eager", "the runtime the table times each block in: "
+                                  "'eager', 'torchscript' or 'onnxruntime' (the "
+                                  "deployment's; chapter 13_fbnet_runtimes)",
+                                  group="latency", metavar="RUNTIME")
+    latency_validate: int = option(0, "N > 0: time N sampled networks of two samples "
+                                   "whole in the runtime and keep the table's "
+                                   "prediction check in latency_validation.json",
+                                   ge=0, group="latency", metavar="N")
     seed: int = option(0, "random seed", ge=0)
 
     def check(self) -> None:
@@ -208,10 +217,18 @@ class FBNetSearchConfig(RunConfig):
             except (RuntimeError, ValueError) as e:
                 raise config_error(self, "latency_device", str(e).split(";")[0] +
                                    "; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+        try:  # known, installed, and able to time this device
+            runtime = runtime_named(self.latency_runtime)
+            runtime.check(self.latency_device or self.device)
+        except UserError as e:
+            raise config_error(self, "latency_runtime", str(e)) from None
+        if self.latency_validate == 1:
+            raise config_error(self, "latency_validate", "must be 0 (off) or at least "
+                               "2: a rank correlation needs two networks")
         check_image_data(self)
         super().check()
 
-# %% ../../book/13_fbnet_search.md #0a927384
+# %% ../../book/13_fbnet_search.md #7e11edfd
 def fbnet_objective(config: FBNetSearchConfig, lat: torch.Tensor, fixed: float):
     """θ's loss `objective(ce, E[LAT] in ms)` of `config`."""
     if config.objective == "fbnet":
@@ -240,8 +257,14 @@ def search_fbnet_latency(config: FBNetSearchConfig, space: FBNetSpace, out) -> t
     path = config.latency_table or (out / "latency_table.json" if out else None)
     device = config.latency_device or config.device
     clock = auto_clock(device) if config.clock == "auto" else config.clock
+    timing = dict(warmup=config.timing_warmup, repeats=config.timing_repeats)
     table = fbnet_table(space, config.latency_batch, device, path=path, clock=clock,
-                        warmup=config.timing_warmup, repeats=config.timing_repeats)
+                        runtime=config.latency_runtime, **timing)
+    checked = out and Path(out, "latency_validation.json")
+    if config.latency_validate and checked and not checked.is_file():  # chapter
+        hook("fbnet_latency_validation")(  # 13_fbnet_runtimes: the table end to end
+            space, table, checked, config.latency_validate, config.latency_batch,
+            device, config.seed, **timing)
     return fbnet_latency(space, table, config.latency_batch)
 
 # %% ../../book/13_fbnet_search.md #8c09a4d4
@@ -284,7 +307,7 @@ def save_fbnet_architectures(config: FBNetSearchConfig, out: Path, model: FBNetS
                               latency_ms=d["latency_ms"])
     return record
 
-# %% ../../book/13_fbnet_search.md #6b5bc00c
+# %% ../../book/13_fbnet_search.md #0e9229e1
 @dataclass
 class FBNetSearchParts:
     """The objects of a running FBNet search besides supernet and optimizers."""
@@ -305,7 +328,8 @@ class FBNetSearchKind(RunKind):
         "FBNet's search (Wu et al., CVPR 2019): per epoch, the weights on one part of "
         "the training set, then θ on the other against the cross-entropy and the "
         "expected latency from a lookup table measured on this machine. Writes "
-        "latency_table.json on the first start, checkpoint.pt, history.json and "
+        "latency_table.json on the first start (and latency_validation.json with "
+        "--latency-validate), checkpoint.pt, history.json and "
         "architecture.json (the derived network and --samples networks sampled from "
         "θ) after every epoch, sample_N.json and latency.png at the end, and prints "
         "the derived network.")

@@ -211,7 +211,7 @@ def make_fbnet_module(space: FBNetSpace, spec: OpSpec) -> nn.Module:
         return make_head(space)
     return make_block(spec.op, spec.c_in, spec.c_out, spec.stride)
 
-# %% ../../book/13_fbnet.md #76eb9445
+# %% ../../book/13_fbnet.md #02504abb
 def fbnet_latency(space: FBNetSpace, table: LatencyTable,
                   batch: int) -> tuple[torch.Tensor, float]:
     """The table as a matrix LAT [L, K] (ms, float64) and the fixed parts' latency."""
@@ -225,8 +225,12 @@ def fbnet_table(space: FBNetSpace, batch: int, device="cpu", path=None,
     """Measure (or reload from `path`) the lookup table of `space`."""
     layers, fixed = fbnet_specs(space, batch)
     specs = [s for row in layers for s in row] + fixed
+
+    def where(spec):  # the layers an entry is timed for, for an error message
+        return ("layer " + ", ".join(str(i) for i, row in enumerate(layers)
+                                     if spec in row)) if spec not in fixed else spec.op
     return load_or_measure(path, specs, lambda s: make_fbnet_module(space, s), device,
-                           rebuild=rebuild, **kwargs)
+                           rebuild=rebuild, where=where, **kwargs)
 
 # %% ../../book/13_fbnet.md #2e1c62f9
 def sample_choices(lat: torch.Tensor, n: int, seed: int = 0) -> list[list[int]]:

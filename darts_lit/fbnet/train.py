@@ -5,7 +5,7 @@ __all__ = ['TRAIN_FBNET', 'FBNetTrainConfig', 'fbnet_architecture', 'build_fbnet
            'fbnet_loaders', 'FBNetTrainKind', 'train_fbnet', 'load_fbnet_checkpoint',
            'evaluate_fbnet_checkpoint']
 
-# %% ../../book/13_fbnet_train.md #5223f7e5
+# %% ../../book/13_fbnet_train.md #4a31bcd3
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,10 +23,8 @@ from darts_lit.core.config import (
 )
 from darts_lit.evaluation.train import (
     TrainConfig,
-    TrainParts,
+    TrainedNetworkKind,
     evaluate,
-    format_test_result,
-    make_optimizer,
     memory_format,
     train_epoch,
 )
@@ -41,7 +39,7 @@ from darts_lit.fbnet.models import (
 from ..cnn.ops import count_parameters
 from ..core import runs, utils
 from ..core.data import DATASETS, get_dataset
-from ..core.loop import Run, RunKind, RunResult, fit, register_kind
+from ..core.loop import RunResult, fit, register_kind
 from .search import FBNetSearchConfig
 from .space import fbnet_network
 
@@ -131,8 +129,8 @@ def fbnet_loaders(config: FBNetTrainConfig):
                        pin_memory=pin), info)
 
 
-# %% ../../book/13_fbnet_train.md #e62cf158
-class FBNetTrainKind(RunKind):
+# %% ../../book/13_fbnet_train.md #387800db
+class FBNetTrainKind(TrainedNetworkKind):
     """Training a network of FBNet's space from scratch, and testing it."""
 
     name, config_class = "train-fbnet", FBNetTrainConfig
@@ -144,6 +142,7 @@ class FBNetTrainKind(RunKind):
         "history.json and architecture.json after every epoch and training.png at the "
         "end, then prints the test accuracy; darts-lit test reads the checkpoint.")
     free = ("architecture",)  # compared by content, not by file name
+    record = "architecture"
 
     def build(self, config, out):
         device = utils.resolve_device(config.device)
@@ -154,12 +153,8 @@ class FBNetTrainKind(RunKind):
         record = fbnet_architecture(config, info)
         model = build_fbnet(record).to(device, memory_format=memory_format(config))
         net = utils.compile_model(model, config.compile)  # steps; model is saved
-        optimizer, scheduler = make_optimizer(model, config)
-        criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-        parts = TrainParts(net, train_loader, test_loader, criterion, device)
-        return Run(config, model, {"weights": optimizer}, {"weights": scheduler},
-                   extra={"architecture": record, "classes": list(info.classes)},
-                   parts=parts)
+        return self.weights_run(config, model, net, (train_loader, test_loader), device,
+                                {"architecture": record, "classes": list(info.classes)})
 
     def epoch(self, run, epoch):
         parts, optimizer = run.parts, run.optimizers["weights"]
@@ -171,20 +166,8 @@ class FBNetTrainKind(RunKind):
         row["seconds"] = time.perf_counter() - t0
         return row
 
-    def resumed(self, run, state):
-        if state["architecture"] != run.extra["architecture"]:
-            raise runs.RunError("cannot resume with another architecture: the "
-                                "checkpoint trains "
-                                f"{' '.join(state['architecture']['blocks'])}")
-
-    def files(self, run):
-        utils.save_json(run.extra["architecture"], run.out / "architecture.json")
-
-    def report(self, result):
-        res = evaluate_fbnet_checkpoint(Path(result.out_dir) / runs.CHECKPOINT,
-                                        device=result.config.device, verbose=False)
-        return [f"run folder: {result.out_dir} (epoch {res['epoch']}/"
-                f"{result.config.epochs})", format_test_result(res)]
+    def describe(self, value) -> str:
+        return " ".join(value["blocks"])
 
     @staticmethod
     def evaluate(path, data_dir=None, device="auto", verbose=True):
