@@ -13,7 +13,14 @@ __version__ = "0.1.0"
 # later chapters that plug into seams of earlier ones: the search's remedies and spaces
 # (cnn.search.register_remedy), the collapse figure (core.utils.register_hook)
 from darts_lit.cli import outputs  # noqa: F401  (the figures of train, rnn and fbnet runs)
-from darts_lit.cnn import collapse, collapse_figures, search_figures, single_level  # noqa: F401
+from darts_lit.cnn import (  # noqa: F401  (the remedies and figures of the search)
+    collapse,
+    collapse_figures,
+    early_stop,
+    search_figures,
+    single_level,
+    smoothing,
+)
 from darts_lit.cnn.architect import Architect, arch_gradient  # noqa: F401
 from darts_lit.cnn.genotypes import (  # noqa: F401
     DARTS,

@@ -18,18 +18,16 @@ from darts_lit.cnn.collapse import (
     cap_skips,
     capped_genotype,
     cell_stats,
-    darts_es_stop,
-    darts_plus_stop,
     edge_entropy,
     fixed_batches,
     hessian_eigenvalue,
     lanczos_max,
-    op_ranking,
-    random_smoothing,
 )
+from darts_lit.cnn.early_stop import darts_es_stop, darts_plus_stop, op_ranking
 from darts_lit.cnn.model_search import Network, derive_cell
 from darts_lit.cnn.ops import PRIMITIVES
 from darts_lit.cnn.search import early_stop_epoch, search, search_result
+from darts_lit.cnn.smoothing import random_smoothing
 from darts_lit.core.config import ConfigError
 from darts_lit.perf.pc_darts import PCNetwork, edge_weights
 
@@ -313,8 +311,8 @@ def test_adversarial_smoothing_finds_a_worse_delta_than_noise():
     of the network changes."""
     from torch.nn import functional as F
 
-    from darts_lit.cnn.collapse import adversarial_smoothing
     from darts_lit.cnn.model_search import Network
+    from darts_lit.cnn.smoothing import adversarial_smoothing
 
     torch.manual_seed(0)
     net = Network(4, 10, 3, steps=2, multiplier=2, in_channels=1)

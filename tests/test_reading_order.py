@@ -106,9 +106,11 @@ def test_import_darts_lit_plugs_every_later_chapter_into_its_seam():
     from darts_lit.cnn import (
         collapse,
         collapse_figures,
+        early_stop,
         search,
         search_config,
         single_level,
+        smoothing,
     )
     from darts_lit.core.utils import HOOKS
     from darts_lit.fbnet import runtimes
@@ -127,8 +129,8 @@ def test_import_darts_lit_plugs_every_later_chapter_into_its_seam():
                         "onnxruntime": runtimes.ONNXRUNTIME}
     assert dict(search_config.REMEDIES) == {
         "CollapseDiagnostics": collapse.CollapseDiagnostics,
-        "SkipCap": collapse.SkipCap, "EarlyStop": collapse.EarlyStop,
-        "SDARTS": collapse.SDARTS, "SingleLevel": single_level.SingleLevel}
+        "SkipCap": collapse.SkipCap, "EarlyStop": early_stop.EarlyStop,
+        "SDARTS": smoothing.SDARTS, "SingleLevel": single_level.SingleLevel}
     assert list(search_config.SPACES) == ["darts", "s2", "s3", "s4"]
     assert search.SPACES is collapse.SPACES is search_config.SPACES  # one registry
     from darts_lit.cli import outputs

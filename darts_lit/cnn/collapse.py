@@ -3,9 +3,7 @@
 # %% auto #0
 __all__ = ['SPACES', 'PARAMETER_FREE', 'cell_stats', 'edge_entropy', 'alpha_hvp',
            'lanczos_max', 'hessian_eigenvalue', 'fixed_batches', 'cap_skips',
-           'capped_genotype', 'darts_es_stop', 'op_ranking', 'darts_plus_stop',
-           'sdarts_radius', 'clip_rows', 'random_smoothing', 'adversarial_smoothing',
-           'epoch_diagnostics', 'CollapseDiagnostics', 'SkipCap', 'EarlyStop', 'SDARTS']
+           'capped_genotype', 'epoch_diagnostics', 'CollapseDiagnostics', 'SkipCap']
 
 # %% ../../book/08_collapse.md #f3c75375
 import torch
@@ -133,104 +131,6 @@ def capped_genotype(model, max_skips: int):
                        ew)
     return model.genotype()._replace(normal=normal)
 
-# %% ../../book/08_collapse.md #b6ee0832
-def darts_es_stop(lambdas: list, window: int = 5, k: int = 5,
-                  ratio: float = 0.75) -> int | None:
-    """DARTS-ES: the 1-based epoch whose architecture to return, or None to go on."""
-    h = window // 2
-    e = len(lambdas) - 1 - h  # newest epoch (0-based) with a full centred window
-    if e - k - h < 0:
-        return None
-
-    def mean(c):
-        return sum(lambdas[c - h:c + h + 1]) / len(lambdas[c - h:c + h + 1])
-
-    if mean(e) > 0 and mean(e - k) / mean(e) < ratio:
-        return e - k + 1
-    return None
-
-# %% ../../book/08_collapse.md #c48cdb1a
-def op_ranking(weights, primitives=PRIMITIVES) -> list:
-    """Each edge's operations with parameters, strongest first, from softmax(α)."""
-    learnable = [o for o, p in enumerate(primitives) if p not in PARAMETER_FREE]
-    return [tuple(sorted(learnable, key=lambda o: -row[o])) for row in weights]
-
-
-def darts_plus_stop(skips: list, rankings: list, max_skips: int = 2,
-                    stable: int = 10) -> bool:
-    """DARTS+: stop at ≥ `max_skips` skip connections in the normal cell, or when the
-    ranking has been the same in each of the last `stable` epochs."""
-    if skips and skips[-1] >= max_skips:
-        return True
-    return len(rankings) >= stable and all(r == rankings[-1]
-                                           for r in rankings[-stable:])
-
-# %% ../../book/08_collapse.md #1cabc09d
-def sdarts_radius(epoch: int, epochs: int, epsilon: float) -> float:
-    """SDARTS-RS's ε at `epoch` (0-based): linear from min(0.03, ε) to ε."""
-    start = min(0.03, epsilon)
-    return start + (epsilon - start) * epoch / epochs
-
-
-def clip_rows(w: torch.Tensor) -> torch.Tensor:
-    """SmoothDARTS's `clip()`: each row clamped to [0, 1] and divided by its sum; a row
-    clamped to zeros puts 1 on the entry that was largest before the clamp."""
-    top = F.one_hot(w.argmax(-1), w.shape[-1]).to(w.dtype)  # [..., ops]
-    clamped = w.clamp(0, 1)
-    clamped = torch.where(clamped.sum(-1, keepdim=True) == 0, top, clamped)
-    return clamped / clamped.sum(-1, keepdim=True)
-
-
-def random_smoothing(epsilon: float, clip: bool = True):
-    """The `perturb` of a weight step: softmax(α) ↦ softmax(α) + U[−ε, ε] noise,
-    projected back by `clip_rows` (with `clip=False`: the noise alone)."""
-    def perturb(w: torch.Tensor) -> torch.Tensor:
-        noisy = w + torch.empty_like(w).uniform_(-epsilon, epsilon)
-        return clip_rows(noisy) if clip else noisy
-
-    return perturb
-
-# %% ../../book/08_collapse.md #924877ac
-def _project(base: torch.Tensor, delta: torch.Tensor, epsilon: float) -> torch.Tensor:
-    """δ clamped to the ε-box, base + δ clamped to [0, 1] with rows summing to 1."""
-    w = (base + delta.clamp(-epsilon, epsilon)).clamp(0, 1)
-    w = w / w.sum(-1, keepdim=True).clamp_min(1e-12)
-    return w - base
-
-
-def _adders(deltas):
-    """The (normal, reduce) pair of `perturb` functions w ↦ w + δ."""
-    return tuple((lambda w, d=d: w + d) for d in deltas)
-
-
-def adversarial_smoothing(model, x, y, epsilon: float, steps: int = 7):
-    """SDARTS-ADV's `perturb` for a weight step on (x, y): δ (per cell type) from
-    `steps` steps of projected sign-gradient ascent of the training loss."""
-    was_training = model.training
-    model.eval()  # BatchNorm: running statistics, left as they are
-    try:
-        alphas = (model.alphas_normal, model.alphas_reduce)  # not PC-DARTS's β
-        base = [F.softmax(a, dim=-1).detach() for a in alphas]
-
-        def loss_at(deltas):
-            return F.cross_entropy(model(x, perturb=_adders(deltas)), y)
-
-        with torch.no_grad():
-            before = loss_at([torch.zeros_like(b) for b in base])
-        deltas = [_project(b, torch.empty_like(b).uniform_(-epsilon, epsilon), epsilon)
-                  for b in base]
-        for _ in range(steps):
-            deltas = [d.requires_grad_() for d in deltas]
-            grads = torch.autograd.grad(loss_at(deltas), deltas)
-            deltas = [_project(b, d.detach() + 2 * epsilon / steps * g.sign(), epsilon)
-                      for b, d, g in zip(base, deltas, grads, strict=True)]
-        with torch.no_grad():
-            if loss_at(deltas) <= before:
-                deltas = [torch.zeros_like(b) for b in base]
-    finally:
-        model.train(was_training)
-    return _adders(deltas)
-
 # %% ../../book/08_collapse.md #d0b996d7
 def epoch_diagnostics(model, batches=None, seed: int = 0) -> dict:
     """Skips, parameter-free ops, edge entropies and λ_max of a supernet (for JSON)."""
@@ -267,7 +167,7 @@ class CollapseDiagnostics(SearchRemedy):
             d["lambda_max"] = distributed.broadcast_object(d["lambda_max"])
         return d
 
-# %% ../../book/08_collapse.md #05299d33
+# %% ../../book/08_collapse.md #d76ae157
 @register_remedy
 class SkipCap(SearchRemedy):
     """P-DARTS: at most `max_skips` skip connections in the derived normal cell."""
@@ -279,42 +179,3 @@ class SkipCap(SearchRemedy):
     def genotype(self, model, genotype):
         return capped_genotype(model, self.config.max_skips)
 
-
-@register_remedy
-class EarlyStop(SearchRemedy):
-    """DARTS-ES (λ_max has grown) or DARTS+ (two skip connections, or a ranking of
-    α that no longer changes), as `early_stop` names."""
-
-    @staticmethod
-    def active(config) -> bool:
-        return config.early_stop != "none"
-
-    def stop(self, history: list) -> int | None:
-        if self.config.early_stop == "darts_es":
-            return darts_es_stop([r["lambda_max"] for r in history])
-        rankings = [op_ranking(r["alphas"]["normal"] + r["alphas"]["reduce"],
-                               r["primitives"]) for r in history]
-        if darts_plus_stop([r["skips"] for r in history], rankings):
-            return history[-1]["epoch"]
-        return None
-
-# %% ../../book/08_collapse.md #95a8d915
-@register_remedy
-class SDARTS(SearchRemedy):
-    """SDARTS-RS (noise of the epoch's radius) or, with `sdarts_attack_steps`,
-    SDARTS-ADV (each batch's worst δ) on the weight steps' view of softmax(α)."""
-
-    @staticmethod
-    def active(config) -> bool:
-        return config.sdarts_epsilon > 0
-
-    def epoch_view(self, parts, epoch: int):
-        c = self.config
-        self.epsilon = sdarts_radius(epoch, c.epochs, c.sdarts_epsilon)
-        return random_smoothing(self.epsilon, clip=c.sdarts_clip)
-
-    def batch_view(self, parts, x, y, view):
-        if not self.config.sdarts_attack_steps:
-            return view
-        return adversarial_smoothing(parts.model, x, y, self.epsilon,
-                                     self.config.sdarts_attack_steps)

@@ -246,14 +246,14 @@ def epoch_record(parts: SearchParts, config, epoch, lr, stats, seconds) -> dict:
             **({"betas": b} if (b := beta_weights(model)) else {}),
             **extra}
 
-# %% ../../book/08_search.md #5470e1d3
+# %% ../../book/08_search.md #cad258c0
 def early_stop_epoch(history: list, config) -> int | None:
     """The epoch whose genotype is the result if `config.early_stop`'s rule fires
     after the last record of `history`, else None (always before
     `config.early_stop_min_epochs` epochs)."""
     if len(history) < config.early_stop_min_epochs:
         return None
-    for remedy in active_remedies(config):  # DARTS-ES, DARTS+ (chapter 08_collapse)
+    for remedy in active_remedies(config):  # DARTS-ES, DARTS+ (chapter 08_early_stop)
         if (epoch := remedy.stop(history)) is not None:
             return epoch
     return None
