@@ -4,14 +4,13 @@
 __all__ = ['SEARCH_FBNET', 'search_fbnet_epoch', 'FBNetSearchConfig', 'fbnet_objective',
            'search_fbnet_data', 'search_fbnet_latency', 'search_fbnet_epoch_row',
            'save_fbnet_architectures', 'FBNetSearchParts', 'FBNetSearchKind',
-           'search_fbnet', 'train_and_evaluate']
+           'search_fbnet']
 
-# %% ../../book/13_fbnet_search.md #c9896645
+# %% ../../book/13_fbnet_search.md #bc88968a
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-from torch import nn
 from torch.nn import functional as F
 
 from darts_lit.core.config import (
@@ -402,27 +401,3 @@ def search_fbnet(config: FBNetSearchConfig | None = None,
 
 
 SEARCH_FBNET = register_kind(FBNetSearchKind())
-
-# %% ../../book/13_fbnet_search.md #e77685e1
-def train_and_evaluate(net: nn.Module, train_loader, test_loader, epochs: int,
-                       lr: float = 0.05, device="cpu", seed: int = 0) -> float:
-    """Train `net` from scratch with SGD and cosine decay; its test accuracy (%)."""
-    device = resolve_device(device)
-    torch.manual_seed(seed)
-    net = net.to(device)
-    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=3e-4)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * len(train_loader))
-    for _ in range(epochs):
-        net.train()
-        for x, y in train_loader:
-            opt.zero_grad()
-            F.cross_entropy(net(x.to(device)), y.to(device)).backward()
-            opt.step()
-            sched.step()
-    net.eval()
-    correct = n = 0
-    with torch.no_grad():
-        for x, y in test_loader:
-            correct += (net(x.to(device)).argmax(1).cpu() == y).sum().item()
-            n += len(y)
-    return 100.0 * correct / n
