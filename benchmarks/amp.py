@@ -19,7 +19,8 @@ import tempfile
 
 import torch
 
-from darts_lit.evaluation.train import TrainConfig, train
+from darts_lit.evaluation.recipe import TrainConfig
+from darts_lit.evaluation.train import train
 
 def parse_args(argv=None) -> argparse.Namespace:
     """Command-line options."""

@@ -23,7 +23,8 @@ import torch
 
 from darts_lit.cnn.collapse import PARAMETER_FREE
 from darts_lit.cnn.search import SearchConfig, search, search_result
-from darts_lit.evaluation.train import TrainConfig, train
+from darts_lit.evaluation.recipe import TrainConfig
+from darts_lit.evaluation.train import train
 
 METHODS = {"first": {}, "second": {"unrolled": True}, "single": {"single_level": True},
            "pc": {"partial_channels": 4, "edge_normalization": True}}

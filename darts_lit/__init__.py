@@ -42,7 +42,8 @@ from darts_lit.cnn.search import SearchConfig  # noqa: F401
 from darts_lit.core.data import DatasetInfo, get_dataset, search_loaders  # noqa: F401
 from darts_lit.core.folder_data import read_folder  # noqa: F401  (registers "folder")
 from darts_lit.evaluation.model import NetworkCIFAR, NetworkImageNet, count_macs  # noqa: F401
-from darts_lit.evaluation.train import TrainConfig, evaluate_checkpoint  # noqa: F401
+from darts_lit.evaluation.recipe import TrainConfig  # noqa: F401
+from darts_lit.evaluation.train import evaluate_checkpoint  # noqa: F401
 from darts_lit.fbnet import runtimes  # noqa: F401  (TorchScript, ONNX Runtime tables)
 from darts_lit.fbnet.search import FBNetSearchConfig, search_fbnet  # noqa: F401
 from darts_lit.fbnet.space import FBNetSpace, FBNetSupernet, fbnet_network  # noqa: F401

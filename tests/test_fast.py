@@ -453,7 +453,7 @@ def test_training_builds_the_fast_evaluation_network():
     from dataclasses import replace
 
     from darts_lit.cnn.genotypes import DARTS_V2
-    from darts_lit.evaluation.train import TrainConfig, build_model
+    from darts_lit.evaluation.recipe import TrainConfig, build_model
     info = type("Info", (), {"num_classes": 10, "in_channels": 3})()
     for config in (TrainConfig(init_channels=8, layers=5), TrainConfig.imagenet(
             init_channels=8, layers=5)):

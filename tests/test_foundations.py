@@ -204,7 +204,8 @@ def test_imagenet_missing_names_layout_and_fix(tmp_path):
 
 
 def test_imagenet_training_end_to_end(tmp_path):
-    from darts_lit.evaluation.train import TrainConfig, train
+    from darts_lit.evaluation.recipe import TrainConfig
+    from darts_lit.evaluation.train import train
 
     _fake_imagenet(tmp_path)
     history = train(TrainConfig.imagenet(

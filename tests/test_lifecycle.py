@@ -14,7 +14,7 @@ import pytest
 from darts_lit.cli import main
 from darts_lit.cnn.search import SearchConfig
 from darts_lit.core.config import flag_of, option_meta
-from darts_lit.evaluation.train import TrainConfig
+from darts_lit.evaluation.recipe import TrainConfig
 from darts_lit.fbnet.search import FBNetSearchConfig
 from darts_lit.fbnet.train import FBNetTrainConfig
 from darts_lit.rnn.search import RNNSearchConfig

@@ -5,7 +5,7 @@ __all__ = ['TRAIN_FBNET', 'FBNetTrainConfig', 'fbnet_architecture', 'build_fbnet
            'fbnet_loaders', 'FBNetTrainKind', 'train_fbnet', 'load_fbnet_checkpoint',
            'evaluate_fbnet_checkpoint']
 
-# %% ../../book/13_fbnet_train.md #4a31bcd3
+# %% ../../book/13_fbnet_train.md #b9f3d0f0
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,13 +21,6 @@ from darts_lit.core.config import (
     option,
     same_as,
 )
-from darts_lit.evaluation.train import (
-    TrainConfig,
-    TrainedNetworkKind,
-    evaluate,
-    memory_format,
-    train_epoch,
-)
 from darts_lit.fbnet.models import (
     FBNET_ARCHS,
     fbnet_reference,
@@ -40,6 +33,8 @@ from ..cnn.ops import count_parameters
 from ..core import runs, utils
 from ..core.data import DATASETS, get_dataset
 from ..core.loop import RunResult, fit, register_kind
+from ..evaluation.recipe import TrainConfig, memory_format
+from ..evaluation.train import TrainedNetworkKind, evaluate, train_epoch
 from .search import FBNetSearchConfig
 from .space import fbnet_network
 
