@@ -306,3 +306,80 @@ def test_no_import_cycles_between_modules():
 
     cycles = [c for c in map(cycle_from, sorted(graph)) if c]
     assert not cycles, " ; ".join(" -> ".join(c) for c in cycles)
+
+
+# ---- every file an option names: empty, binary, a folder ---------------------------
+def _tiny_imagenet(root):
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for c in ("n01", "n02"):
+            (root / "imagenet" / split / c).mkdir(parents=True)
+            image = Image.new("RGB", (8, 8), (40, 80, 120))
+            image.save(root / "imagenet" / split / c / "0.png")
+    return root
+
+
+def _file_options(tmp_path):
+    """(argv before the file, argv after it, words the one line must hold)."""
+    digits = ["--dataset", "digits"]
+    return {
+        "train --genotype": (["train", "--genotype"], digits, "genotype"),
+        "train-rnn --genotype": (["train-rnn", "--genotype"], [], "genotype"),
+        "train-fbnet --architecture": (["train-fbnet", "--architecture"], digits,
+                                       "--architecture"),
+        "search-fbnet --space": (["search-fbnet", "--space"], digits, "--space"),
+        "search-fbnet --latency-table": (["search-fbnet", "--latency-table"], digits,
+                                         "--latency-table"),
+        "search-fbnet --classes": (["search-fbnet", "--dataset", "imagenet100",
+                                    "--data-dir", str(_tiny_imagenet(tmp_path / "d")),
+                                    "--classes"], [], "--classes"),
+        "latency --table": (["latency", "--table"], digits, "table"),
+    }
+
+
+@pytest.mark.parametrize("option", ["train --genotype", "train-rnn --genotype",
+                                    "train-fbnet --architecture",
+                                    "search-fbnet --space",
+                                    "search-fbnet --latency-table",
+                                    "search-fbnet --classes", "latency --table"])
+@pytest.mark.parametrize("content", ["empty", "binary", "folder"])
+def test_a_file_option_refuses_an_empty_binary_or_folder_file(option, content,
+                                                              tmp_path, capsys):
+    """Each file option, given an empty file, a binary file or a folder: exit 1, one
+    line naming the option or the file, no run folder."""
+    before, after, words = _file_options(tmp_path)[option]
+    path = tmp_path / "given.json"
+    if content == "folder":
+        path.mkdir()
+    else:
+        path.write_bytes(b"" if content == "empty"
+                         else b"PK\x03\x04\x00\x00\x08\x00\xff\xfe" * 20)
+    out = tmp_path / "run"
+    argv = [*before, str(path), *after]
+    if before[0] != "latency":
+        argv += ["--out", str(out)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert words in err and (str(path) in err or content == "folder"), err
+    assert not out.exists()
+
+
+def test_a_latency_table_of_another_runs_runtime_is_refused_in_one_line(tmp_path,
+                                                                       capsys):
+    """A table measured by one run, named by a second run that times another runtime
+    (or on another thread count): one line saying what differs; the second run's
+    folder is not created and the table is left as it was."""
+    table = tmp_path / "shared.json"
+    assert main(["latency", "--dataset", "digits", "--batch-size", "8", "--warmup",
+                 "0", "--repeats", "1", "--table", str(table)]) == 0
+    capsys.readouterr()
+    kept = table.read_bytes()
+    second = tmp_path / "second"
+    assert main(["search-fbnet", "--dataset", "digits", "--latency-table", str(table),
+                 "--latency-runtime", "torchscript", "--epochs", "2",
+                 "--max-steps-per-epoch", "1", "--out", str(second), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "runtime 'eager' (this run: 'torchscript')" in err
+    assert not (second / "checkpoint.pt").exists() and table.read_bytes() == kept

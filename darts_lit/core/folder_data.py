@@ -206,7 +206,7 @@ def read_folder(root, train: bool = True, image_size: int | None = None,
 
 data.READERS["folder"] = read_folder  # get_dataset("folder", ...) of the data chapter
 
-# %% ../../book/01_folder_data.md #0c8d5026
+# %% ../../book/01_folder_data.md #ed68501b
 IMAGENET100_CLASSES = 100
 
 
@@ -224,7 +224,13 @@ def select_classes(found: list, spec=None, where: str = "train/") -> tuple:
     if not path.is_file():
         raise data.DataError(f"--classes {spec}: neither a number of classes nor a "
                              "file listing class folders, one per line")
-    names = [line.strip() for line in path.read_text().splitlines()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise data.DataError(f"--classes {path}: not a UTF-8 text file of class "
+                             f"folder names (byte {e.start}); list one per "
+                             "line") from None
+    names = [line.strip() for line in text.splitlines()
              if line.strip() and not line.lstrip().startswith("#")]
     if missing := [n for n in names if n not in found]:
         raise data.DataError(f"--classes {path}: {len(missing)} listed class(es) have "

@@ -6,7 +6,7 @@ __all__ = ['SEARCH_FBNET', 'search_fbnet_epoch', 'FBNetSearchConfig', 'fbnet_obj
            'save_fbnet_architectures', 'FBNetSearchParts', 'FBNetSearchKind',
            'search_fbnet']
 
-# %% ../../book/13_fbnet_search.md #bc88968a
+# %% ../../book/13_fbnet_search.md #60f6e3a9
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -53,6 +53,7 @@ from ..cnn.search import SearchConfig, seed_loaders
 from ..cnn.single_level import single_level_loader
 from ..core.data import DATASETS, UserError, get_dataset, search_loaders
 from ..core.loop import Run, RunKind, RunResult, fit, register_kind
+from ..core.runs import unwritable
 from ..latency.table import auto_clock, read_table_file, runtime_named
 
 # %% ../../book/13_fbnet_search.md #0bdbdbea
@@ -91,7 +92,7 @@ def search_fbnet_epoch(model: FBNetSupernet, loader, optimizer, *, tau: float,
         n += len(y)
     return {"ce": ce_sum / n, "acc": acc_sum / n, "lat": lat_sum / n}
 
-# %% ../../book/13_fbnet_search.md #16cbb9ad
+# %% ../../book/13_fbnet_search.md #10c0acaf
 @dataclass
 class FBNetSearchConfig(RunConfig):
     """Settings of an FBNet search; the paper's values where it gives them."""
@@ -205,6 +206,11 @@ class FBNetSearchConfig(RunConfig):
                 raise config_error(self, "space",
                                    str(e).removeprefix("--space ")) from None
         table = self.latency_table and Path(self.latency_table).expanduser()
+        if table and table.is_dir():  # found now, not when the measured table is saved
+            raise config_error(self, "latency_table", f"{table} is a folder; give the "
+                               "JSON file to reuse or write")
+        if table and not table.exists() and (problem := unwritable(table.parent)):
+            raise config_error(self, "latency_table", problem)
         if table and table.is_file():  # reused: read it now (a new path is measured)
             try:
                 read_table_file(table)
