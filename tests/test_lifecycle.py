@@ -383,3 +383,31 @@ def test_a_latency_table_of_another_runs_runtime_is_refused_in_one_line(tmp_path
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "runtime 'eager' (this run: 'torchscript')" in err
     assert not (second / "checkpoint.pt").exists() and table.read_bytes() == kept
+
+
+def test_a_run_never_changes_a_latency_table_it_was_given(tmp_path, monkeypatch):
+    """search-fbnet given another run's table that lacks entries for its space: the
+    file is left byte for byte as it was; the run folder keeps a copy, completed with
+    what the space lacks; a resume reads that copy and measures nothing."""
+    from darts_lit.fbnet.search import FBNetSearchConfig, search_fbnet
+    from darts_lit.fbnet.space import FBNetSpace, fbnet_specs, make_fbnet_module
+    from darts_lit.latency import table as LT
+
+    space = FBNetSpace.for_images(1, 10, 8)  # the digits' space
+    given = tmp_path / "other_run_table.json"
+    LT.load_or_measure(given, fbnet_specs(space, 2)[0][0],  # the first layer only
+                       lambda s: make_fbnet_module(space, s), warmup=0, repeats=1)
+    kept = given.read_bytes()
+    config = FBNetSearchConfig(dataset="digits", epochs=2, batch_size=16,
+                               max_steps_per_epoch=1, timing_warmup=0,
+                               timing_repeats=1, clock="wall", latency_batch=2,
+                               verbose=False, seed=3, latency_table=str(given),
+                               out_dir=str(tmp_path / "run"))
+    search_fbnet(config, stop_after_epoch=1)
+    assert given.read_bytes() == kept
+    theirs = json.loads(kept)["entries"]
+    own = json.loads((tmp_path / "run" / "latency_table.json").read_text())["entries"]
+    assert set(theirs) < set(own) and all(own[k] == v for k, v in theirs.items())
+    monkeypatch.setattr(LT, "measure_latency", lambda *a, **k: pytest.fail("measured"))
+    assert search_fbnet(config, resume=True).done == 2
+    assert given.read_bytes() == kept

@@ -92,7 +92,7 @@ def search_fbnet_epoch(model: FBNetSupernet, loader, optimizer, *, tau: float,
         n += len(y)
     return {"ce": ce_sum / n, "acc": acc_sum / n, "lat": lat_sum / n}
 
-# %% ../../book/13_fbnet_search.md #10c0acaf
+# %% ../../book/13_fbnet_search.md #46c6f93e
 @dataclass
 class FBNetSearchConfig(RunConfig):
     """Settings of an FBNet search; the paper's values where it gives them."""
@@ -163,9 +163,11 @@ class FBNetSearchConfig(RunConfig):
                             gt=0, group="latency", metavar="B")
     latency_weight: float = option(1.0, "κ of the additive objective", ge=0,
                                    group="latency", metavar="KAPPA")
-    latency_table: str | None = option(None, "lookup table to reuse and complete "
-                                       "(default: latency_table.json in the run "
-                                       "folder)", metavar="FILE", group="latency")
+    latency_table: str | None = option(None, "lookup table to reuse; the run folder "
+                                       "keeps a copy, completed with what it lacks, "
+                                       "and the file is left as it is (default: "
+                                       "measured into the run folder)",
+                                       metavar="FILE", group="latency")
     latency_batch: int = option(8, "batch of each timed forward pass (1: what a "
                                 "phone sees)", ge=1, group="latency")
     latency_device: str | None = option(None, "device the table is measured on, e.g. "
@@ -233,7 +235,7 @@ class FBNetSearchConfig(RunConfig):
         check_image_data(self)
         super().check()
 
-# %% ../../book/13_fbnet_search.md #7e11edfd
+# %% ../../book/13_fbnet_search.md #0bbaf024
 def fbnet_objective(config: FBNetSearchConfig, lat: torch.Tensor, fixed: float):
     """θ's loss `objective(ce, E[LAT] in ms)` of `config`."""
     if config.objective == "fbnet":
@@ -258,13 +260,19 @@ def search_fbnet_data(config: FBNetSearchConfig) -> tuple:
 
 
 def search_fbnet_latency(config: FBNetSearchConfig, space: FBNetSpace, out) -> tuple:
-    """(latency matrix [L, K] in ms, fixed ms) from the table, measured if missing."""
-    path = config.latency_table or (out / "latency_table.json" if out else None)
+    """(latency matrix [L, K] in ms, fixed ms) from the run's table: its own copy when
+    resumed, else the given file (left as it is) or a new one; measured if missing."""
+    own = out / "latency_table.json" if out else None  # the table the run used
+    given = config.latency_table and Path(config.latency_table).expanduser()
+    path = own if own is not None and own.is_file() else (given or own)  # resumed: own
+    copy = own if given and path == given and given.is_file() else None
     device = config.latency_device or config.device
     clock = auto_clock(device) if config.clock == "auto" else config.clock
     timing = dict(warmup=config.timing_warmup, repeats=config.timing_repeats)
     table = fbnet_table(space, config.latency_batch, device, path=path, clock=clock,
-                        runtime=config.latency_runtime, **timing)
+                        runtime=config.latency_runtime, save_to=copy, **timing)
+    if own is not None and not own.is_file():  # the run folder keeps the table it used
+        table.save(own)
     checked = out and Path(out, "latency_validation.json")
     if config.latency_validate and checked and not checked.is_file():  # chapter
         hook("fbnet_latency_validation")(  # 13_fbnet_runtimes: the table end to end

@@ -272,7 +272,7 @@ class LatencyTable:
         return cls(**{k: getattr(here, k) for k in KEY_FIELDS},
                    entries=dict(data["entries"]))
 
-# %% ../../book/12_latency_table.md #6be5c2a0
+# %% ../../book/12_latency_table.md #b6f65911
 def progress_if_available(items, desc: str):
     """A progress bar over `items` if tqdm is installed, else `items` themselves."""
     try:
@@ -309,9 +309,10 @@ def measure_table(table: LatencyTable, specs, make, device="cpu", warmup: int = 
 
 def load_or_measure(path, specs, make, device="cpu", dtype=torch.float32,
                     clock: str = "wall", rebuild: bool = False, runtime: str = "eager",
-                    **kwargs) -> LatencyTable:
+                    save_to=None, **kwargs) -> LatencyTable:
     """Reuse the table at `path` if it matches this machine and runtime, measure what
-    it lacks."""
+    it lacks; write it to `save_to` (default: back to `path`)."""
+    out = path if save_to is None else save_to  # a copy leaves `path` as it was
     exists = path is not None and Path(path).is_file()
     if exists and not rebuild:
         table = LatencyTable.load(path, device, dtype, clock, runtime)
@@ -321,9 +322,10 @@ def load_or_measure(path, specs, make, device="cpu", dtype=torch.float32,
     try:
         measure_table(table, specs, make, device, **kwargs)
     except KeyboardInterrupt:  # keep what was timed: the next call times the rest
-        if path is not None and len(table.entries) > n:
-            table.save(path)
+        if out is not None and len(table.entries) > n:
+            table.save(out)
         raise
-    if path is not None and (len(table.entries) > n or not exists or rebuild):
-        table.save(path)
+    if out is not None and (len(table.entries) > n or not exists or rebuild
+                            or out != path):
+        table.save(out)
     return table
