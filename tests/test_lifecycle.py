@@ -411,3 +411,19 @@ def test_a_run_never_changes_a_latency_table_it_was_given(tmp_path, monkeypatch)
     monkeypatch.setattr(LT, "measure_latency", lambda *a, **k: pytest.fail("measured"))
     assert search_fbnet(config, resume=True).done == 2
     assert given.read_bytes() == kept
+
+
+def test_a_checkpoint_of_random_bytes_is_one_line_for_every_reader(tmp_path, capsys):
+    """test, export and a resume, given a checkpoint.pt of random bytes (torch's own
+    error is a page of text): one line each, naming the file, exit 1."""
+    run = tmp_path / "run"
+    run.mkdir()
+    bad = run / "checkpoint.pt"
+    bad.write_bytes(bytes(range(256)) * 4)
+    for argv in (["test", "--checkpoint", str(bad)],
+                 ["export", "--checkpoint", str(bad), "--out", str(tmp_path / "x")],
+                 ["search", "--out", str(run), "--resume"]):
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"checkpoint {bad} cannot be read" in err, err
+        assert "Traceback" not in err

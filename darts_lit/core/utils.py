@@ -99,7 +99,7 @@ def atomic_save(obj, path) -> Path:
     """`torch.save(obj)` to a temporary file beside `path`, then rename it to `path`."""
     return atomic_write(path, lambda f: torch.save(obj, f))
 
-# %% ../../book/06_training_utils.md #ea99ed36
+# %% ../../book/06_training_utils.md #fcbe3e10
 class CheckpointError(UserError, RuntimeError):
     """A checkpoint file exists but cannot be read."""
 
@@ -115,8 +115,9 @@ def load_checkpoint(path, map_location="cpu", weights_only: bool = True,
     try:
         return torch.load(path, map_location=map_location, weights_only=weights_only)
     except Exception as e:  # truncated, corrupt or not a torch file
+        first = (str(e).strip().splitlines() or [""])[0].split(". ")[0]  # not a page
         raise CheckpointError(f"checkpoint {path} cannot be read ({type(e).__name__}: "
-                              f"{e}); it is corrupt or not a darts_lit checkpoint. "
+                              f"{first}); it is corrupt or not a darts_lit checkpoint. "
                               f"{advice}") from e
 
 # %% ../../book/06_training_utils.md #22dc3ff0
