@@ -279,3 +279,15 @@ def test_darts_search_times_its_table_in_the_runtime(tmp_path):
     search(config)
     table = json.loads((tmp_path / "s" / "latency_table.json").read_text())
     assert table["runtime"] == "torchscript" and len(table["entries"]) > 0
+
+
+def test_an_error_of_the_module_itself_is_not_dressed_as_an_export_failure():
+    """Only the runtime's compile step (the export) becomes ExportFailedError, a user
+    error; an error raised while timing is the module's own and stays what it is."""
+    class Broken(nn.Module):
+        def forward(self, x):
+            raise ValueError("a bug in the module")
+
+    with pytest.raises(ValueError, match="a bug in the module") as e:
+        LT.measure_latency(Broken(), (1, 2, 4, 4), **FAST)
+    assert not isinstance(e.value, LT.ExportFailedError)

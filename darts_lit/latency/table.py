@@ -94,7 +94,7 @@ def runtime_named(name: str) -> Runtime:
 EAGER = register_runtime(Runtime("eager", "PyTorch eager mode (where the search runs)",
                                  lambda module, x: module))  # the module itself
 
-# %% ../../book/12_latency_table.md #8adb6a4d
+# %% ../../book/12_latency_table.md #9498858a
 def time_callable(run, x: torch.Tensor, device="cpu", warmup: int = 2,
                   repeats: int = 7, clock: str = "wall") -> float:
     """Median time in milliseconds of `run(x)`, after `warmup` untimed calls."""
@@ -143,12 +143,13 @@ def measure_latency(module: nn.Module, shape, device="cpu", dtype=torch.float32,
     module = module.to(device=device, dtype=dtype).eval()
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device, dtype)
     try:
-        return time_callable(runtime.compile(module, x), x, device, warmup, repeats,
-                             clock)
-    except UserError:
-        raise
-    except Exception as e:  # the exporters' many error types: one line, named
-        raise ExportFailedError(export_error_line(e)) from None
+        try:
+            run = runtime.compile(module, x)
+        except UserError:
+            raise
+        except Exception as e:  # the exporters' many error types: one line, named
+            raise ExportFailedError(export_error_line(e)) from None
+        return time_callable(run, x, device, warmup, repeats, clock)
     finally:
         module.train(was_training)
 
