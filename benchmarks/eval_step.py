@@ -31,7 +31,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from darts_lit.cnn.genotypes import DARTS_V2
-from darts_lit.core import utils
+from darts_lit.core import speedups
 from darts_lit.evaluation.model import NetworkCIFAR
 
 VARIANTS = ("plain", "channels_last", "fast", "fast_bf16")
@@ -40,8 +40,8 @@ VARIANTS = ("plain", "channels_last", "fast", "fast_bf16")
 def make_step(variant: str, device, batch: int, layers: int, channels: int,
               compile_mode: str = "off", recompute: bool = False):
     """A training step of the variant's network on a fixed random batch, as
-    `darts_lit.evaluation.train.train_epoch` takes it (`utils.autocast` is `--amp`,
-    `utils.compile_model` is `--compile`, `recompute` is `--recompute-cells`)."""
+    `darts_lit.evaluation.train.train_epoch` takes it (`speedups.autocast` is `--amp`,
+    `speedups.compile_model` is `--compile`, `recompute` is `--recompute-cells`)."""
     torch.manual_seed(0)
     fmt = torch.contiguous_format if variant == "plain" else torch.channels_last
     impl = "plain" if variant in ("plain", "channels_last", "compiled") else "fast"
@@ -49,14 +49,15 @@ def make_step(variant: str, device, batch: int, layers: int, channels: int,
     model = model.to(device, memory_format=fmt).train()
     model.drop_path_prob = 0.2
     model.recompute_cells = recompute
-    net = utils.compile_model(model, compile_mode if variant == "compiled" else "off")
+    mode = compile_mode if variant == "compiled" else "off"
+    net = speedups.compile_model(model, mode)
     opt = torch.optim.SGD(model.parameters(), 0.025, momentum=0.9, weight_decay=3e-4)
     x = torch.randn(batch, 3, 32, 32, device=device).contiguous(memory_format=fmt)
     y = torch.randint(0, 10, (batch,), device=device)
 
     def step():
         opt.zero_grad(set_to_none=True)
-        with utils.autocast(variant.endswith("bf16"), device):
+        with speedups.autocast(variant.endswith("bf16"), device):
             logits, logits_aux = net(x)
             loss = F.cross_entropy(logits, y) + 0.4 * F.cross_entropy(logits_aux, y)
         loss.backward()
@@ -82,7 +83,7 @@ def main(argv=None) -> None:
     p.add_argument("--layers", type=int, default=20)
     p.add_argument("--init-channels", type=int, default=36)
     p.add_argument("--repeats", type=int, default=7)
-    p.add_argument("--compile", default="off", choices=utils.COMPILE_MODES,
+    p.add_argument("--compile", default="off", choices=speedups.COMPILE_MODES,
                    help="also time the channels-last network under torch.compile in "
                         "this mode (variant 'compiled'; compile time reported)")
     p.add_argument("--threads", type=int, default=None,

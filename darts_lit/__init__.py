@@ -22,6 +22,7 @@ from darts_lit.cnn import (  # noqa: F401  (the remedies and figures of the sear
     smoothing,
 )
 from darts_lit.cnn.architect import Architect, arch_gradient  # noqa: F401
+from darts_lit.cnn.cell_figures import plot_alphas, plot_cell  # noqa: F401
 from darts_lit.cnn.genotypes import (  # noqa: F401
     DARTS,
     DARTS_V1,
@@ -31,7 +32,6 @@ from darts_lit.cnn.genotypes import (  # noqa: F401
     GenotypeError,
     load_genotype,
     parse_genotype,
-    plot_cell,
     save_genotype,
 )
 from darts_lit.cnn.mixed_op import MixedOp  # noqa: F401
@@ -41,6 +41,7 @@ from darts_lit.cnn.ops import OPS, PRIMITIVES, count_parameters, make_op  # noqa
 from darts_lit.cnn.search import SearchConfig  # noqa: F401
 from darts_lit.core.data import DatasetInfo, get_dataset, search_loaders  # noqa: F401
 from darts_lit.core.folder_data import read_folder  # noqa: F401  (registers "folder")
+from darts_lit.core.imagenet_cifar100 import read_imagenet  # noqa: F401  (registers two)
 from darts_lit.evaluation.model import NetworkCIFAR, NetworkImageNet, count_macs  # noqa: F401
 from darts_lit.evaluation.recipe import TrainConfig  # noqa: F401
 from darts_lit.evaluation.train import evaluate_checkpoint  # noqa: F401

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from darts_lit.cli import main
-from darts_lit.core import data, folder_data
+from darts_lit.core import data, folder_data, imagenet_cifar100
 from darts_lit.core.utils import load_checkpoint
 
 CLASSES = ("ant", "bee", "cow")
@@ -128,7 +128,7 @@ def test_broken_image_in_a_large_folder_stops_when_read(tmp_path):
 
 
 def write_cifar100(root, n_train=30, n_test=10):
-    folder = root / data.CIFAR100_FOLDER
+    folder = root / imagenet_cifar100.CIFAR100_FOLDER
     folder.mkdir(parents=True)
     rng = np.random.default_rng(1)
     sets = {}
@@ -155,7 +155,8 @@ def test_cifar100_official_format(tmp_path):
     red = sets["train"][0][:, :1024].astype(np.float64) / 255
     assert info.mean[0] == pytest.approx(red.mean(), rel=1e-12)
     assert info.std[0] == pytest.approx(red.std(), rel=1e-12)
-    (tmp_path / data.CIFAR100_FOLDER / "test").write_bytes(b"\x80\x04truncated")
+    folder = tmp_path / imagenet_cifar100.CIFAR100_FOLDER
+    (folder / "test").write_bytes(b"\x80\x04truncated")
     with pytest.raises(data.DataError, match="test: not a CIFAR-100 file"):
         data.get_dataset("cifar100", tmp_path, train=False, verbose=False)
     with pytest.raises(data.DataNotFoundError, match="CIFAR-100 not found"):

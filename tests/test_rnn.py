@@ -12,6 +12,7 @@ from torch.nn import functional as F
 from darts_lit.cnn.genotypes import GenotypeError
 from darts_lit.core.config import ConfigError
 from darts_lit.core.data import DataNotFoundError
+from darts_lit.rnn.architect import RNNArchitect
 from darts_lit.rnn.data import (
     EOS,
     UNK,
@@ -40,7 +41,6 @@ from darts_lit.rnn.model import (
     validate_rnn_genotype,
 )
 from darts_lit.rnn.search import (
-    RNNArchitect,
     RNNSearchConfig,
     check_columns,
     evaluate_lm,

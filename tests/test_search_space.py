@@ -10,6 +10,7 @@ from torch.nn import functional as F
 
 import darts_lit
 from darts_lit.cnn import genotypes as G
+from darts_lit.cnn.cell_figures import plot_alphas, plot_cell
 from darts_lit.cnn.genotypes import (
     DARTS_V2,
     GENOTYPES,
@@ -19,8 +20,6 @@ from darts_lit.cnn.genotypes import (
     genotype_to_dict,
     load_genotype,
     parse_genotype,
-    plot_alphas,
-    plot_cell,
     save_genotype,
     validate_cell,
     validate_genotype,
@@ -435,8 +434,10 @@ def test_mixed_op_formula_matches_module():
 def test_genotypes_module_has_the_tools():
     for name in ("validate_cell", "validate_genotype", "genotype_to_dict",
                  "genotype_from_dict", "parse_genotype", "save_genotype",
-                 "load_genotype", "plot_cell", "plot_alphas", "GenotypeError"):
+                 "load_genotype", "GenotypeError"):
         assert name in G.__all__
+    from darts_lit.cnn import cell_figures
+    assert {"plot_cell", "plot_alphas"} <= set(cell_figures.__all__)
 
 
 def test_a_float64_network_derives_its_genotype_in_float64():

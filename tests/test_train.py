@@ -241,7 +241,7 @@ def test_amp_step_is_within_bfloat16_tolerance_of_float32():
     6e-4, cosine 0.956-0.960); the convolutions ran in bfloat16, the weights stayed
     float32."""
     from darts_lit.cnn.genotypes import DARTS_V2
-    from darts_lit.core import utils
+    from darts_lit.core import speedups
     from darts_lit.evaluation.model import NetworkCIFAR
 
     torch.manual_seed(0)
@@ -253,7 +253,7 @@ def test_amp_step_is_within_bfloat16_tolerance_of_float32():
     results = {}
     for amp in (False, True):
         net.zero_grad()
-        with utils.autocast(amp, "cpu"):
+        with speedups.autocast(amp, "cpu"):
             loss, _ = T.training_loss(net(x), y, torch.nn.CrossEntropyLoss(), 0.4)
         loss.backward()
         results[amp] = loss.item(), torch.cat([p.grad.flatten()
@@ -299,7 +299,7 @@ def test_compiled_training_is_not_retraced_every_epoch(monkeypatch, tmp_path):
     epoch)."""
     import torch._dynamo
 
-    from darts_lit.core import utils
+    from darts_lit.core import speedups
 
     def counting(traced):
         def backend(gm, inputs):
@@ -311,7 +311,7 @@ def test_compiled_training_is_not_retraced_every_epoch(monkeypatch, tmp_path):
     for epochs in (2, 4):
         torch._dynamo.reset()
         traced = graphs[epochs] = []
-        monkeypatch.setattr(utils, "compile_model", counting(traced))
+        monkeypatch.setattr(speedups, "compile_model", counting(traced))
         T.train(replace(TINY, epochs=epochs, compile="aot_eager", max_steps_per_epoch=1,
                         out_dir=str(tmp_path / str(epochs))))
     assert len(graphs[2]) > 0 and len(graphs[4]) == len(graphs[2])

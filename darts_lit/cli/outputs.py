@@ -6,7 +6,7 @@ __all__ = ['FORMATS', 'EXPORT_FORMATS', 'EXPORT_SUFFIX', 'plot_genotype',
            'save_fbnet_plots', 'redraw_run', 'load_trained', 'onnx_available',
            'median_ms', 'export_network']
 
-# %% ../../book/10_outputs.md #7426c553
+# %% ../../book/10_outputs.md #a1080ee3
 import time
 import warnings
 from pathlib import Path
@@ -15,16 +15,17 @@ import torch
 
 from darts_lit.rnn.model import (
     RNNGenotype,
-    plot_rnn_cell,
     resolve_rnn_genotype,
     rnn_genotype_from_dict,
 )
 
 from ..cnn import genotypes
-from ..cnn.genotypes import Genotype, plot_cell
+from ..cnn.cell_figures import plot_cell
+from ..cnn.genotypes import Genotype
 from ..core import runs
 from ..core.data import UserError
 from ..core.loop import KINDS, PLOTS, draw_plots
+from ..rnn.cell_figures import plot_rnn_cell
 
 # %% ../../book/10_outputs.md #50fb8a79
 FORMATS = ("png", "svg", "pdf")

@@ -4,20 +4,17 @@
 __all__ = ['Genotype', 'NASNet', 'AmoebaNet', 'DARTS_V1', 'DARTS_V2', 'DARTS',
            'GENOTYPES', 'CNN_FORMAT', 'genotype_to_dict', 'genotype_from_dict',
            'parse_genotype', 'save_genotype', 'load_genotype', 'resolve_genotype',
-           'GenotypeError', 'validate_cell', 'validate_genotype', 'GenotypeFormat',
-           'plot_cell', 'plot_alphas']
+           'GenotypeError', 'validate_cell', 'validate_genotype', 'GenotypeFormat']
 
-# %% ../../book/04_genotypes.md #55dc5b81
+# %% ../../book/04_genotypes.md #8f384744
 import ast
 import json
 import re
 from collections import namedtuple
 from pathlib import Path
 
-import torch
-
 from ..core.data import UserError
-from .ops import OPS, PRIMITIVES
+from .ops import OPS
 
 # %% ../../book/04_genotypes.md #3560814f
 Genotype = namedtuple("Genotype", "normal normal_concat reduce reduce_concat")
@@ -230,152 +227,3 @@ parse_genotype = CNN_FORMAT.parse
 save_genotype = CNN_FORMAT.save
 load_genotype = CNN_FORMAT.load
 resolve_genotype = CNN_FORMAT.resolve
-
-# %% ../../book/04_genotypes.md #845e3e2b
-def _node_positions(cell) -> dict:
-    """(x, y) of every node: column = longest path from the inputs."""
-    n = len(cell) // 2
-    depth = {0: 0, 1: 0}
-    for i in range(n):
-        depth[i + 2] = 1 + max(depth[j] for _, j in cell[2 * i:2 * i + 2])
-    out = max(depth.values()) + 1
-    depth["out"] = out
-    columns = {}
-    for node, d in depth.items():
-        columns.setdefault(d, []).append(node)
-    tallest = max(len(nodes) for nodes in columns.values())
-    pos = {}
-    for d, nodes in columns.items():
-        # rows 1.4 apart; the two inputs spread over most of the tallest column
-        step = 1.4 if d else max(1.4, 0.7 * 1.4 * (tallest - 1))
-        for r, node in enumerate(nodes):
-            pos[node] = (2.4 * d, step * ((len(nodes) - 1) / 2 - r))
-    return pos
-
-# %% ../../book/04_genotypes.md #196cf8f6
-def _bend(p0, p1, nodes, labels, clear=0.45):
-    """(rad, label xy) of an arc3 edge p0 -> p1 that avoids nodes and labels."""
-    (x0, y0), (x1, y1) = p0, p1
-    best = None
-    for rad in (0.0, 0.2, -0.2, 0.35, -0.35, 0.5, -0.5, 0.7, -0.7):
-        cx, cy = (x0 + x1) / 2 + rad * (y1 - y0), (y0 + y1) / 2 - rad * (x1 - x0)
-        curve = [((1 - t) ** 2 * x0 + 2 * (1 - t) * t * cx + t * t * x1,
-                  (1 - t) ** 2 * y0 + 2 * (1 - t) * t * cy + t * t * y1)
-                 for t in (i / 20 for i in range(21))]
-        gap = min([min(abs(complex(x - a, y - b)) for x, y in curve[2:19])
-                   for a, b in nodes] + [9.0])
-        for mid in (curve[13], curve[10], curve[7]):  # label at t = 0.65, 1/2, 0.35
-            # a label is about 1 unit wide and 0.2 high
-            near = min([max(abs(mid[0] - a) / 2, abs(mid[1] - b) * 2)
-                        for a, b in labels] + [9.0])
-            if min(gap, near) > clear:
-                return rad, mid, curve
-            if best is None or min(gap, near) > best[0]:
-                best = (min(gap, near), rad, mid, curve)
-    return best[1:]
-
-# %% ../../book/04_genotypes.md #345e985d
-def _label_box(text, renderer, pad_px: float):
-    """The display box of a text with its background padding."""
-    return text.get_window_extent(renderer).padded(pad_px)
-
-
-def _separate_labels(ax, labels, curves, nodes):
-    """Slide edge labels along their curves until no box overlaps a node or an earlier
-    label, measuring the boxes as drawn."""
-    ax.apply_aspect()
-    renderer = ax.figure.canvas.get_renderer()
-    placed = [_label_box(t, renderer, 6) for t in nodes]
-    order = (13, 10, 7, 11, 9, 12, 8, 14, 6, 15, 5, 16, 4)  # t = 0.65, 0.5, 0.35, ...
-
-    def overlap(b):
-        return sum(max(0.0, min(b.x1, o.x1) - max(b.x0, o.x0))
-                   * max(0.0, min(b.y1, o.y1) - max(b.y0, o.y0)) for o in placed)
-
-    for text, curve in zip(labels, curves, strict=True):
-        best = None
-        for i in (None, *order):  # None: where _bend put it
-            if i is not None:
-                text.set_position(curve[i])
-            area = overlap(_label_box(text, renderer, 2))
-            if best is None or area < best[0]:
-                best = (area, text.get_position())
-            if area == 0:
-                break
-        text.set_position(best[1])
-        placed.append(_label_box(text, renderer, 2))
-
-# %% ../../book/04_genotypes.md #903d4e59
-def plot_cell(genotype_part, concat, ax=None, title=None):
-    """Draw a cell [(op, input), ...] with its concat as a DAG; return the axes."""
-    import matplotlib.pyplot as plt
-
-    cell = list(genotype_part)
-    validate_cell(cell, concat, "cell")
-    pos = _node_positions(cell)
-    if ax is None:
-        width = max(x for x, _ in pos.values()) / 2.4 + 1
-        height = max(abs(y) for _, y in pos.values()) * 2 + 1.5
-        _, ax = plt.subplots(figsize=(1.9 * width + 1, 0.9 * height + 1))
-    names = {0: "$c_{k-2}$", 1: "$c_{k-1}$", "out": "$c_{k}$"}
-    colours = {0: "#b7e4c7", 1: "#b7e4c7", "out": "#ffe08a"}
-    arrow = dict(arrowstyle="-|>", shrinkA=14, shrinkB=14, lw=1.2)
-    labels, texts, curves = [], [], []
-    for e, (op, j) in enumerate(cell):
-        src, dst = pos[j], pos[e // 2 + 2]
-        others = [xy for node, xy in pos.items() if node not in (j, e // 2 + 2)]
-        rad, (xm, ym), curve = _bend(src, dst, others, labels)
-        labels.append((xm, ym))
-        curves.append(curve)
-        colour = plt.get_cmap("tab10")(list(OPS).index(op) % 10)
-        ax.annotate("", dst, src, arrowprops=dict(
-            arrow, color=colour, connectionstyle=f"arc3,rad={rad}"))
-        box = dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.85)
-        texts.append(ax.text(xm, ym, op, fontsize=7, ha="center", va="center",
-                             color=colour, bbox=box))
-    for c in concat:
-        ax.annotate("", pos["out"], pos[c], arrowprops=dict(arrow, color="0.6"))
-    nodes = [ax.text(x, y, names[node] if node in names else str(node - 2),
-                     ha="center", va="center", fontsize=10, zorder=3,
-                     bbox=dict(boxstyle="round,pad=0.4",
-                               fc=colours.get(node, "#a9d6f5")))
-             for node, (x, y) in pos.items()]
-    ax.set_aspect("equal")
-    ax.update_datalim([xy for xy in pos.values()] + [xy for c in curves for xy in c])
-    ax.autoscale_view()
-    ax.margins(0.12)
-    ax.axis("off")
-    if title:
-        ax.set_title(title)
-    _separate_labels(ax, texts, curves, nodes)
-    return ax
-
-# %% ../../book/04_genotypes.md #5daaacb4
-def plot_alphas(alphas, primitives=PRIMITIVES, ax=None, title=None):
-    """Heat map of softmax(α) [num_edges, num_ops], one row per edge; returns the ax."""
-    import matplotlib.pyplot as plt
-
-    a = torch.as_tensor(alphas).detach().float().cpu()
-    k, steps = a.shape[0], 0
-    while sum(2 + i for i in range(steps)) < k:
-        steps += 1
-    if a.dim() != 2 or a.shape[1] != len(primitives) or 2 * k != steps * (steps + 3):
-        raise ValueError(f"α must be [num_edges, {len(primitives)}] with num_edges = "
-                         f"2 + 3 + ... + (steps + 1), got {tuple(a.shape)}")
-    w = a.softmax(dim=-1).numpy()  # [k, num_ops]
-    rows = [f"{j}→{i + 2}" for i in range(steps) for j in range(i + 2)]
-    if ax is None:
-        _, ax = plt.subplots(figsize=(0.6 * len(primitives) + 2, 0.3 * k + 1.5))
-    im = ax.imshow(w, cmap="viridis", aspect="auto", vmin=0.0)  # 0 = no weight
-    ax.set_xticks(range(len(primitives)), primitives, rotation=45, ha="right")
-    ax.set_yticks(range(k), rows)
-    ax.set_xlabel("operation")
-    ax.set_ylabel("edge")
-    for r in range(k):
-        for c in range(len(primitives)):
-            ax.text(c, r, f"{w[r, c]:.2f}", ha="center", va="center", fontsize=6,
-                    color="white" if w[r, c] < w.max() / 2 else "black")
-    ax.figure.colorbar(im, ax=ax, label="softmax(α)")
-    if title:
-        ax.set_title(title)
-    return ax

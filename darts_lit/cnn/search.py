@@ -5,7 +5,7 @@ __all__ = ['SearchParts', 'build_search', 'seed_loaders', 'search_epoch',
            'evaluate_supernet', 'alpha_weights', 'beta_weights', 'epoch_record',
            'early_stop_epoch', 'search_result', 'SearchKind', 'search']
 
-# %% ../../book/08_search.md #619e0c4d
+# %% ../../book/08_search.md #500098f8
 import functools
 import itertools
 import time
@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..core import distributed, utils
+from ..core import distributed, speedups, utils
 from ..core.data import get_dataset, search_loaders
 from ..core.loop import Run, RunKind, RunResult, fit, register_kind
 from ..core.utils import hook
@@ -130,7 +130,7 @@ def _weight_backward(loss, weights, alphas, net=None) -> None:
     for a, g in zip(alphas, kept, strict=True):
         a.grad = g
 
-# %% ../../book/08_search.md #b33b3024
+# %% ../../book/08_search.md #8888a98a
 def _check_named(name, value, *, where, hint):
     utils.check_finite(value, name, where, hint)
 
@@ -177,7 +177,7 @@ def search_epoch(parts: SearchParts, config: SearchConfig, epoch: int, lr: float
         perturb = view
         for remedy in parts.remedies:  # e.g. SDARTS-ADV: the worst δ for this batch
             perturb = remedy.batch_view(parts, x, y, perturb)
-        with utils.autocast(config.amp, dev):  # the architect above: float32
+        with speedups.autocast(config.amp, dev):  # the architect above: float32
             logits = (parts.net or model)(x, perturb=perturb)  # [B, num_classes]
             loss = nn.functional.cross_entropy(logits, y)
         check("training loss (weight step)", distributed.sum_over_ranks(loss))

@@ -55,13 +55,14 @@ def plot_alpha_history(history, part: str = "normal", primitives=None, ax=None):
     ax.grid(alpha=0.3)
     return ax
 
-# %% ../../book/08_search_figures.md #8e63ba4b
+# %% ../../book/08_search_figures.md #dfd63af8
 def save_search_plots(history, out_dir, fmt: str = "png") -> list[Path]:
     """Accuracy, α-over-epochs, α heat maps, cell drawings and collapse diagnostics of
     a search, as PNGs (or as `fmt`: svg, pdf)."""
     import matplotlib.pyplot as plt
 
-    from darts_lit.cnn.genotypes import genotype_from_dict, plot_alphas, plot_cell
+    from darts_lit.cnn.cell_figures import plot_alphas, plot_cell
+    from darts_lit.cnn.genotypes import genotype_from_dict
     from darts_lit.cnn.ops import PRIMITIVES
     from darts_lit.cnn.search import search_result
     from darts_lit.core.runs import save_figure

@@ -3,11 +3,11 @@
 # %% auto #0
 __all__ = ['single_level_loader', 'single_level_step', 'SingleLevel']
 
-# %% ../../book/08_single_level.md #ba05a16b
+# %% ../../book/08_single_level.md #6d9c97b9
 import torch
 from torch import nn
 
-from ..core import distributed, utils
+from ..core import distributed, speedups
 from ..core.config import config_error
 from .search_config import SearchRemedy, register_remedy
 
@@ -43,7 +43,7 @@ def single_level_step(model, architect, w_optimizer, x, y, *, grad_clip: float =
     architect.optimizer.step()
     return logits, loss.detach(), arch_loss.detach()
 
-# %% ../../book/08_single_level.md #9037c66c
+# %% ../../book/08_single_level.md #66c4a5a8
 @register_remedy
 class SingleLevel(SearchRemedy):
     """The paper's §3.3 ablation in the search loop: the whole training set, and
@@ -63,6 +63,6 @@ class SingleLevel(SearchRemedy):
 
     def step(self, parts, x, y, check):
         c = self.config
-        with utils.autocast(c.amp, parts.device):  # no finite differences here
+        with speedups.autocast(c.amp, parts.device):  # no finite differences here
             return single_level_step(parts.model, parts.architect, parts.w_optimizer,
                                      x, y, grad_clip=c.grad_clip, check=check)

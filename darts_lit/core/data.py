@@ -2,17 +2,13 @@
 
 # %% auto #0
 __all__ = ['CIFAR10_CLASSES', 'CIFAR10_FOLDER', 'CIFAR10_MEAN', 'CIFAR10_STD',
-           'DIGITS_CLASSES', 'DIGITS_N_TRAIN', 'DATASETS', 'READERS', 'IMAGENET_FOLDER',
-           'IMAGENET_MEAN', 'IMAGENET_STD', 'CIFAR100_FOLDER', 'UserError',
-           'DataNotFoundError', 'DataError', 'warn', 'default_cache_dir',
+           'DIGITS_CLASSES', 'DIGITS_N_TRAIN', 'DATASETS', 'READERS', 'ARRAY_READERS',
+           'UserError', 'DataNotFoundError', 'DataError', 'warn', 'default_cache_dir',
            'data_search_path', 'find_cifar10', 'read_cifar10', 'Cutout',
            'image_transforms', 'TensorImageDataset', 'read_digits', 'DatasetInfo',
-           'get_dataset', 'find_imagenet', 'imagenet_transforms', 'read_imagenet',
-           'find_cifar100', 'read_cifar100', 'channel_stats', 'plot_samples',
-           'search_split', 'search_loaders']
+           'get_dataset', 'plot_samples', 'search_split', 'search_loaders']
 
-# %% ../../book/01_data.md #8e791b31
-import functools
+# %% ../../book/01_data.md #6a3bae03
 import os
 import pickle
 import sys
@@ -204,14 +200,18 @@ def _locate_cifar10(data_dir, download: bool) -> Path:
         raise _missing_cifar10(data_dir)
     return folder
 
-# %% ../../book/01_data.md #5b4a9490
+# %% ../../book/01_data.md #dce5699d
 DATASETS = ("auto", "cifar10", "cifar100", "digits", "folder", "imagenet",
             "imagenet100")
 # Readers defined in later chapters, which import this module and so cannot be imported
-# from it: read(data_dir, train, image_size, augment, cutout_length) -> (data, info).
-# Chapter 01_folder_data adds "folder" and "imagenet100" (which also takes `classes`);
-# `import darts_lit` always loads it.
+# from it; `import darts_lit` loads them all. Image files:
+# read(data_dir, train, image_size, augment, cutout_length) -> (data, info); chapter
+# 01_imagenet_cifar100 adds "imagenet", 01_folder_data "folder" and "imagenet100" (which
+# also takes `classes`). Images held in memory as uint8 arrays, with CIFAR-10's
+# transforms: read(data_dir, train, download) -> (x, y, info, pad); chapter
+# 01_imagenet_cifar100 adds "cifar100".
 READERS: dict = {}
+ARRAY_READERS: dict = {}
 
 
 def get_dataset(dataset: str = "auto", data_dir=None, train: bool = True,
@@ -223,6 +223,9 @@ def get_dataset(dataset: str = "auto", data_dir=None, train: bool = True,
     `classes` of ImageNet, the first 100 by default)."""
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of {DATASETS}")
+    if dataset not in ("auto", "cifar10", "digits", *READERS, *ARRAY_READERS):
+        raise ValueError(f"dataset {dataset!r}: its reader is not loaded; import "
+                         "darts_lit, which loads every reader")
     if dataset in ("imagenet", "folder", "imagenet100"):  # image files
         if dataset == "imagenet100":
             data, info = READERS[dataset](data_dir, train, image_size, augment,
@@ -231,7 +234,8 @@ def get_dataset(dataset: str = "auto", data_dir=None, train: bool = True,
             data, info = READERS["folder"](data_dir, train, image_size, augment,
                                            cutout_length)
         else:
-            data, info = read_imagenet(data_dir, train, augment)
+            data, info = READERS["imagenet"](data_dir, train, image_size, augment,
+                                             cutout_length)
         if verbose:
             print(f"darts_lit: {dataset} {'train' if train else 'evaluation'} split, "
                   f"{len(data)} images of {info.num_classes} classes, "
@@ -251,12 +255,8 @@ def get_dataset(dataset: str = "auto", data_dir=None, train: bool = True,
         info = DatasetInfo("cifar10", 10, 3, 32, CIFAR10_CLASSES, CIFAR10_MEAN,
                            CIFAR10_STD, str(folder))
         pad = 4
-    elif dataset == "cifar100":
-        folder = _locate_cifar100(data_dir, download)
-        x, y, classes = read_cifar100(folder, train)
-        mean, std = _cifar100_stats(str(folder))
-        info = DatasetInfo("cifar100", 100, 3, 32, classes, mean, std, str(folder))
-        pad = 4
+    elif dataset in ARRAY_READERS:
+        x, y, info, pad = ARRAY_READERS[dataset](data_dir, train, download)
     else:
         x, y = read_digits(train)
         mean, std = _digits_stats()
@@ -270,122 +270,6 @@ def get_dataset(dataset: str = "auto", data_dir=None, train: bool = True,
         print(f"darts_lit: {info.name} {split} split, {len(y)} images "
               f"from {info.source}")
     return TensorImageDataset(x, y, tf, info.classes), info
-
-# %% ../../book/01_data.md #1c53a0fc
-IMAGENET_FOLDER = "imagenet"
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def find_imagenet(data_dir=None) -> Path | None:
-    """The folder holding `train/` and `val/` class folders, or None."""
-    for _, root in data_search_path(data_dir):
-        for folder in (root / IMAGENET_FOLDER, root):
-            if (folder / "train").is_dir() and (folder / "val").is_dir():
-                return folder
-    return None
-
-
-def imagenet_transforms(train: bool):
-    """The reference code's ImageNet augmentation (train) or centre crop (eval)."""
-    from torchvision import transforms as T
-
-    if train:
-        head = [T.RandomResizedCrop(224), T.RandomHorizontalFlip(),
-                T.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.2)]
-    else:
-        head = [T.Resize(256), T.CenterCrop(224)]
-    return T.Compose(head + [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
-
-
-def read_imagenet(data_dir=None, train: bool = True, augment: bool | None = None):
-    """`(ImageFolder, DatasetInfo)` of the ImageNet train or val split."""
-    from torchvision.datasets import ImageFolder
-
-    folder = find_imagenet(data_dir)
-    if folder is None:
-        looked = "\n".join(f"  - {label}: {p}/{IMAGENET_FOLDER}"
-                           for label, p in data_search_path(data_dir))
-        raise DataNotFoundError(
-            "ImageNet not found. Looked for train/ and val/ class folders in:\n" +
-            looked + "\nFix: pass --data-dir DIR (Python: data_dir=DIR), the folder "
-            "holding imagenet/train/ and "
-            "imagenet/val/, one sub-folder of images per class) or set DARTS_DATA. "
-            "ImageNet cannot be downloaded automatically (its licence requires "
-            "registration at image-net.org).")
-    split = folder / ("train" if train else "val")
-    data = ImageFolder(str(split), transform=imagenet_transforms(
-        train if augment is None else augment))
-    info = DatasetInfo("imagenet", len(data.classes), 3, 224, tuple(data.classes),
-                       IMAGENET_MEAN, IMAGENET_STD, str(folder))
-    return data, info
-
-# %% ../../book/01_data.md #af253ce9
-CIFAR100_FOLDER = "cifar-100-python"
-
-
-def find_cifar100(data_dir=None) -> Path | None:
-    """The `cifar-100-python` folder under the data search path, or None."""
-    for _, root in data_search_path(data_dir):
-        for folder in (root / CIFAR100_FOLDER, root):
-            if all((folder / name).is_file() for name in ("train", "test", "meta")):
-                return folder
-    return None
-
-
-def _unpickle(path: Path, keys: tuple, what: str) -> dict:
-    """The dict pickled in `path`, or a DataError naming the file."""
-    try:
-        with open(path, "rb") as f:
-            d = pickle.load(f, encoding="latin1")
-        missing = [k for k in keys if k not in d]
-    except (OSError, EOFError, pickle.UnpicklingError, TypeError, ValueError) as e:
-        missing, d = [f"{type(e).__name__}: {e}"], None
-    if missing:
-        raise DataError(f"{path}: not a {what} file (missing {', '.join(missing)}); "
-                        "download it again")
-    return d
-
-
-def read_cifar100(folder, train: bool = True):
-    """Images `[N, 3, 32, 32]` (uint8), labels `[N]` (int64) and the 100 class names."""
-    path = Path(folder) / ("train" if train else "test")
-    d = _unpickle(path, ("data", "fine_labels"), "CIFAR-100")
-    x = np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-    y = np.asarray(d["fine_labels"], dtype=np.int64)
-    classes = _unpickle(Path(folder) / "meta", ("fine_label_names",), "CIFAR-100 meta")
-    return x, y, tuple(classes["fine_label_names"])
-
-
-def channel_stats(images) -> tuple[tuple, tuple]:
-    """Per-channel mean and standard deviation of uint8 images `[N, C, H, W]`, in
-    [0, 1]."""
-    x = np.asarray(images, dtype=np.float64) / 255.0
-    return (tuple(float(v) for v in x.mean(axis=(0, 2, 3))),
-            tuple(float(v) for v in x.std(axis=(0, 2, 3))))
-
-
-@functools.lru_cache(maxsize=4)
-def _cifar100_stats(folder: str):
-    return channel_stats(read_cifar100(folder, train=True)[0])
-
-
-def _locate_cifar100(data_dir, download: bool) -> Path:
-    folder = find_cifar100(data_dir)
-    if folder is None and download:
-        from torchvision.datasets import CIFAR100
-
-        CIFAR100(root=str(data_search_path(data_dir)[0][1]), train=True, download=True)
-        folder = find_cifar100(data_dir)
-    if folder is None:
-        looked = "\n".join(f"  - {label}: {p}/{CIFAR100_FOLDER}"
-                           for label, p in data_search_path(data_dir))
-        raise DataNotFoundError(
-            "CIFAR-100 not found. Looked for the 'python version' (train, test, meta) "
-            "in:\n" + looked + "\nFix: pass --data-dir DIR (Python: data_dir=DIR), the "
-            "folder holding cifar-100-python/; or set DARTS_DATA; or download it "
-            "(Python: download=True; needs internet).")
-    return folder
 
 # %% ../../book/01_data.md #343740c5
 def plot_samples(dataset: TensorImageDataset, n: int = 16, ncols: int = 8,

@@ -7,12 +7,20 @@ __all__ = ['IMAGE_EXTENSIONS', 'SMALL_IMAGE_SIDE', 'LOOK_AT', 'GREY_MODES',
            'fit_square', 'decode_images', 'ImageFileDataset', 'large_image_transforms',
            'read_folder', 'select_classes', 'read_imagenet100']
 
-# %% ../../book/01_folder_data.md #e2471039
+# %% ../../book/01_folder_data.md #7d31599c
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+
+from darts_lit.core.imagenet_cifar100 import (
+    IMAGENET_FOLDER,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    channel_stats,
+    find_imagenet,
+)
 
 from . import data
 
@@ -151,7 +159,7 @@ def large_image_transforms(train: bool, mean, std, image_size: int,
         steps.append(data.Cutout(cutout_length))
     return v2.Compose(steps)
 
-# %% ../../book/01_folder_data.md #67878be7
+# %% ../../book/01_folder_data.md #36d40846
 def read_folder(root, train: bool = True, image_size: int | None = None,
                 augment: bool | None = None, cutout_length: int = 0, stats=None):
     """`(dataset, DatasetInfo)` of a `root/{train,val|test}/<class>/<image>` folder;
@@ -185,7 +193,7 @@ def read_folder(root, train: bool = True, image_size: int | None = None,
     if stats is None:
         sample_x = (x[looked_at] if small and train else decode_images(
             [train_samples[i] for i in looked_at], channels, side, "statistics"))
-        mean, std = data.channel_stats(sample_x.numpy())
+        mean, std = channel_stats(sample_x.numpy())
     else:
         mean, std = (tuple(float(v) for v in s) for s in stats)
         if not len(mean) == len(std) == channels:
@@ -241,14 +249,14 @@ def select_classes(found: list, spec=None, where: str = "train/") -> tuple:
                              "distinct)")
     return tuple(names)
 
-# %% ../../book/01_folder_data.md #9bf533db
+# %% ../../book/01_folder_data.md #5d9d704a
 def read_imagenet100(data_dir=None, train: bool = True, image_size: int | None = None,
                      augment: bool | None = None, cutout_length: int = 0,
                      classes=None):
     """`(dataset, DatasetInfo)` of ImageNet-100: `classes` of an ImageNet folder."""
-    root = data.find_imagenet(data_dir)
+    root = find_imagenet(data_dir)
     if root is None:
-        looked = ", ".join(f"{p}/{data.IMAGENET_FOLDER}"
+        looked = ", ".join(f"{p}/{IMAGENET_FOLDER}"
                            for _, p in data.data_search_path(data_dir))
         raise data.DataNotFoundError(
             f"ImageNet-100 is read from an ImageNet folder (train/ and val/ class "
@@ -261,10 +269,10 @@ def read_imagenet100(data_dir=None, train: bool = True, image_size: int | None =
     _, samples = list_image_folder(split, chosen, subset=True)
     side = image_size or 224
     augment = train if augment is None else augment
-    tf = large_image_transforms(augment, data.IMAGENET_MEAN, data.IMAGENET_STD, side,
+    tf = large_image_transforms(augment, IMAGENET_MEAN, IMAGENET_STD, side,
                                 cutout_length)
     info = data.DatasetInfo("imagenet100", len(chosen), 3, side, chosen,
-                            data.IMAGENET_MEAN, data.IMAGENET_STD, str(root))
+                            IMAGENET_MEAN, IMAGENET_STD, str(root))
     return ImageFileDataset(samples, chosen, 3, tf), info
 
 

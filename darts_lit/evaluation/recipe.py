@@ -5,7 +5,7 @@ __all__ = ['UNTRAINABLE', 'check_trainable', 'imagenet_needs_rgb', 'TrainConfig'
            'build_model', 'make_optimizer', 'drop_path_prob_at', 'memory_format',
            'training_loss']
 
-# %% ../../book/10_train_recipe.md #b02a00cd
+# %% ../../book/10_train_recipe.md #0faecd65
 from dataclasses import dataclass
 
 import torch
@@ -22,11 +22,11 @@ from darts_lit.core.config import (
 
 from ..cnn.genotypes import Genotype, resolve_genotype
 from ..cnn.search_config import SearchConfig
-from ..core import utils
+from ..core import speedups
 from ..core.data import DATASETS
 from .model import NetworkCIFAR, NetworkImageNet
 
-# %% ../../book/10_train_recipe.md #573dce1c
+# %% ../../book/10_train_recipe.md #6204539c
 UNTRAINABLE = {"noise": "it replaces its input with random numbers (R-DARTS's space "
                "s4 holds it to test the search, not to be trained)"}
 
@@ -102,7 +102,8 @@ class TrainConfig(RunConfig):
     compile: str = option("off", "torch.compile the training step: 'default' "
                           "(Inductor), 'reduce-overhead' (also CUDA graphs on a GPU), "
                           "'max-autotune', 'aot_eager' (traced only, a quick check)",
-                          choices=utils.COMPILE_MODES, group="network", metavar="MODE")
+                          choices=speedups.COMPILE_MODES, group="network",
+                          metavar="MODE")
     recompute_cells: bool = same_as(SearchConfig, "recompute_cells")
 
     def check(self) -> None:

@@ -6,7 +6,7 @@ __all__ = ['IMAGE_SIDES', 'TRAIN', 'train_epoch', 'evaluate', 'make_loaders',
            'read_train_checkpoint', 'evaluate_checkpoint', 'format_test_result',
            'load_train_network']
 
-# %% ../../book/10_train.md #73c6b068
+# %% ../../book/10_train.md #4e617c06
 import itertools
 import time
 from dataclasses import dataclass, replace
@@ -30,12 +30,12 @@ from darts_lit.evaluation.recipe import (
 from ..cnn import genotypes
 from ..cnn.genotypes import resolve_genotype
 from ..cnn.ops import count_parameters
-from ..core import distributed, runs, utils
+from ..core import distributed, runs, speedups, utils
 from ..core.config import config_error
 from ..core.data import get_dataset
 from ..core.loop import Run, RunKind, RunResult, fit, register_kind
 
-# %% ../../book/10_train.md #9b751ba5
+# %% ../../book/10_train.md #b7431171
 def train_epoch(model, loader, optimizer, criterion, config: TrainConfig, device,
                 epoch: int) -> dict:
     """One epoch of SGD; the mean training loss and top-1 accuracy (%). `config`:
@@ -51,7 +51,7 @@ def train_epoch(model, loader, optimizer, criterion, config: TrainConfig, device
     for step, (x, y) in enumerate(bar):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
-        with utils.autocast(config.amp, device):  # a no-op unless --amp
+        with speedups.autocast(config.amp, device):  # a no-op unless --amp
             loss, logits = training_loss(model(x), y, criterion,
                                          getattr(config, "auxiliary_weight", 0.0))
         utils.check_finite(distributed.sum_over_ranks(loss), "training loss",
@@ -114,7 +114,7 @@ def make_loaders(config: TrainConfig):
                              num_workers=config.num_workers, pin_memory=pin)
     return train_loader, test_loader, info
 
-# %% ../../book/10_train.md #fe8cd5d2
+# %% ../../book/10_train.md #597988e2
 @dataclass
 class TrainParts:
     """The objects of a running training besides model and optimizer."""
@@ -186,7 +186,7 @@ class TrainKind(TrainedNetworkKind):
                          image_size=info.image_size if info.name == "folder" else None)
         model = build_model(config, genotype, info).to(
             device, memory_format=memory_format(config))
-        net = utils.compile_model(distributed.data_parallel(model, device),
+        net = speedups.compile_model(distributed.data_parallel(model, device),
                                   config.compile)  # alone and not compiled: model
         return self.weights_run(config, model, net, (train_loader, test_loader), device,
                                 {"genotype": genotypes.genotype_to_dict(genotype),

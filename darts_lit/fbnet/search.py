@@ -6,7 +6,7 @@ __all__ = ['SEARCH_FBNET', 'search_fbnet_epoch', 'FBNetSearchConfig', 'fbnet_obj
            'save_fbnet_architectures', 'FBNetSearchParts', 'FBNetSearchKind',
            'search_fbnet']
 
-# %% ../../book/13_fbnet_search.md #60f6e3a9
+# %% ../../book/13_fbnet_search.md #5ca09421
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -22,7 +22,6 @@ from darts_lit.core.config import (
 )
 from darts_lit.core.utils import (
     accuracy,
-    autocast,
     check_finite,
     hook,
     resolve_device,
@@ -54,6 +53,7 @@ from ..cnn.single_level import single_level_loader
 from ..core.data import DATASETS, UserError, get_dataset, search_loaders
 from ..core.loop import Run, RunKind, RunResult, fit, register_kind
 from ..core.runs import unwritable
+from ..core.speedups import autocast
 from ..latency.table import auto_clock, read_table_file, runtime_named
 
 # %% ../../book/13_fbnet_search.md #0bdbdbea

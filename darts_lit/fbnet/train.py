@@ -5,7 +5,7 @@ __all__ = ['TRAIN_FBNET', 'FBNetTrainConfig', 'fbnet_architecture', 'build_fbnet
            'fbnet_loaders', 'FBNetTrainKind', 'train_fbnet', 'load_fbnet_checkpoint',
            'evaluate_fbnet_checkpoint']
 
-# %% ../../book/13_fbnet_train.md #b9f3d0f0
+# %% ../../book/13_fbnet_train.md #8966d701
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,7 +30,7 @@ from darts_lit.fbnet.models import (
 )
 
 from ..cnn.ops import count_parameters
-from ..core import runs, utils
+from ..core import runs, speedups, utils
 from ..core.data import DATASETS, get_dataset
 from ..core.loop import RunResult, fit, register_kind
 from ..evaluation.recipe import TrainConfig, memory_format
@@ -124,7 +124,7 @@ def fbnet_loaders(config: FBNetTrainConfig):
                        pin_memory=pin), info)
 
 
-# %% ../../book/13_fbnet_train.md #387800db
+# %% ../../book/13_fbnet_train.md #dca0509a
 class FBNetTrainKind(TrainedNetworkKind):
     """Training a network of FBNet's space from scratch, and testing it."""
 
@@ -147,7 +147,7 @@ class FBNetTrainKind(TrainedNetworkKind):
                          image_size=info.image_size if sized else None)
         record = fbnet_architecture(config, info)
         model = build_fbnet(record).to(device, memory_format=memory_format(config))
-        net = utils.compile_model(model, config.compile)  # steps; model is saved
+        net = speedups.compile_model(model, config.compile)  # steps; model is saved
         return self.weights_run(config, model, net, (train_loader, test_loader), device,
                                 {"architecture": record, "classes": list(info.classes)})
 

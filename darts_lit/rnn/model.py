@@ -7,8 +7,7 @@ __all__ = ['RNN_PRIMITIVES', 'RNN_OPS', 'STEPS', 'CONCAT', 'RNNGenotype', 'ENAS'
            'save_rnn_genotype', 'load_rnn_genotype', 'resolve_rnn_genotype',
            'INITRANGE', 'validate_rnn_genotype', 'mask2d', 'LockedDropout',
            'embedded_dropout', 'highway', 'DARTSCell', 'DARTSCellSearch',
-           'derive_rnn_genotype', 'RNNModel', 'rnn_param_count', 'RNNModelSearch',
-           'plot_rnn_cell']
+           'derive_rnn_genotype', 'RNNModel', 'rnn_param_count', 'RNNModelSearch']
 
 # %% ../../book/11_rnn.md #8bc42eb3
 from collections import namedtuple
@@ -284,55 +283,3 @@ class RNNModelSearch(RNNModel):
     def genotype(self) -> RNNGenotype:
         """The discrete cell of the current α."""
         return derive_rnn_genotype(F.softmax(self.alphas, dim=-1), self.steps)
-
-# %% ../../book/11_rnn.md #d8f6c232
-def _rnn_node_positions(recurrent) -> dict:
-    """(x, y) of the nodes: x_t and h_{t-1}, node 0, nodes by depth, then h_t."""
-    depth = {0: 1}
-    for i, (_, j) in enumerate(recurrent):
-        depth[i + 1] = depth[j] + 1
-    columns: dict = {}
-    for node, d in depth.items():
-        columns.setdefault(d, []).append(node)
-    pos = {"x": (0.0, 0.6), "h": (0.0, -0.6), "out": (max(depth.values()) + 1.0, 0.0)}
-    for d, nodes in columns.items():
-        for r, node in enumerate(nodes):
-            pos[node] = (float(d), 1.1 * ((len(nodes) - 1) / 2 - r))
-    return pos
-
-# %% ../../book/11_rnn.md #68fea5f0
-def plot_rnn_cell(genotype: RNNGenotype, ax=None, title=None):
-    """Draw a recurrent genotype as a graph (matplotlib only); return the axes."""
-    import matplotlib.pyplot as plt
-
-    rec = validate_rnn_genotype(genotype).recurrent
-    pos = _rnn_node_positions(rec)
-    xs, ys = zip(*pos.values(), strict=True)
-    if ax is None:
-        _, ax = plt.subplots(figsize=(1.5 * max(xs) + 1.5, max(ys) - min(ys) + 1.5))
-    arrow = dict(arrowstyle="-|>", shrinkA=13, shrinkB=13, lw=1.2)
-    colour = dict(zip(RNN_PRIMITIVES[1:], plt.get_cmap("tab10").colors, strict=False))
-    edges = [("x", 0, None), ("h", 0, None)]
-    edges += [(j, i + 1, op) for i, (op, j) in enumerate(rec)]
-    for a, b, op in edges:
-        (x0, y0), (x1, y1) = pos[a], pos[b]
-        rad = 0.25 if x1 - x0 > 1 else 0.0  # bend long edges around the nodes between
-        ax.annotate("", (x1, y1), (x0, y0), arrowprops=dict(
-            arrow, color=colour.get(op, "0.4"), connectionstyle=f"arc3,rad={rad}"))
-        if op:  # label at the midpoint of matplotlib's arc3 curve
-            xm, ym = (x0 + x1 + rad * (y1 - y0)) / 2, (y0 + y1 - rad * (x1 - x0)) / 2
-            ax.text(xm, ym, op, fontsize=7, ha="center", va="center", color=colour[op],
-                    bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none"))
-    for c in genotype.concat:
-        ax.annotate("", pos["out"], pos[c], arrowprops=dict(arrow, color="0.75"))
-    names = {"x": "$x_t$", "h": "$h_{t-1}$", "out": "$h_t$"}
-    fills = {"x": "#b7e4c7", "h": "#b7e4c7", "out": "#ffe08a"}
-    for node, (x, y) in pos.items():
-        ax.text(x, y, names.get(node, str(node)), ha="center", va="center", zorder=3,
-                bbox=dict(boxstyle="round,pad=0.35", fc=fills.get(node, "#a9d6f5")))
-    ax.set_xlim(min(xs) - 0.6, max(xs) + 0.6)
-    ax.set_ylim(min(ys) - 0.8, max(ys) + 0.8)
-    ax.axis("off")
-    if title:
-        ax.set_title(title)
-    return ax
