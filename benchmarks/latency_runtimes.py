@@ -1,8 +1,8 @@
 """Lookup tables timed in three runtimes, each checked against whole networks run there.
 
     python benchmarks/latency_runtimes.py --threads 1                 # paper space, 224
-    python benchmarks/latency_runtimes.py --threads 1 \
-        --json benchmarks/results/latency_runtimes.json
+    python benchmarks/latency_runtimes.py --threads 1 --networks 40 --repeats 25 \
+        --clock cpu --json benchmarks/results/latency_runtimes.json   # the stored run
     python benchmarks/latency_runtimes.py --image-size 64 --networks 6  # a quick look
 
 For each runtime (eager PyTorch, traced TorchScript, ONNX Runtime; chapter
