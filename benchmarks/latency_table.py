@@ -23,13 +23,8 @@ import time
 
 from darts_lit.cli.latency import SHAPES, add_timing_options, timing_from_args
 from darts_lit.fbnet.models import FBNET_ARCHS, validate_paper_space
-from darts_lit.fbnet.space import (
-    FBNetSpace,
-    fbnet_latency,
-    fbnet_table,
-    sample_choices,
-    validate_table,
-)
+from darts_lit.fbnet.space import FBNetSpace, fbnet_latency, fbnet_table
+from darts_lit.fbnet.validation import sample_choices, validate_table
 
 def parse_args(argv=None) -> argparse.Namespace:
     """Command-line options."""

@@ -14,6 +14,7 @@ from darts_lit.cnn.model_search import Network
 from darts_lit.cnn.ops import OPS, PRIMITIVES
 from darts_lit.core.data import DatasetInfo
 from darts_lit.fbnet import space as fbnet
+from darts_lit.fbnet import validation
 from darts_lit.fbnet.search import FBNetSearchConfig, search_fbnet
 from darts_lit.latency import darts as LD
 from darts_lit.latency import objective as L
@@ -322,20 +323,21 @@ def test_spearman_matches_scipy():
 
     g = torch.Generator().manual_seed(0)
     x, y = torch.rand(15, generator=g), torch.rand(15, generator=g)
-    assert fbnet.spearman(x, y) == pytest.approx(spearmanr(x, y).statistic, abs=1e-12)
+    expected = spearmanr(x, y).statistic
+    assert validation.spearman(x, y) == pytest.approx(expected, abs=1e-12)
     ties = torch.tensor([0.7, 0.7, 0.7, 1.2, 2.0, 2.0, 3.5])  # identical networks
     y7 = y[:7]
-    assert fbnet.spearman(ties, y7) == pytest.approx(spearmanr(ties, y7).statistic,
-                                                     abs=1e-12)
-    assert fbnet.average_ranks(ties).tolist() == [1, 1, 1, 3, 4.5, 4.5, 6]
+    assert validation.spearman(ties, y7) == pytest.approx(
+        spearmanr(ties, y7).statistic, abs=1e-12)
+    assert validation.average_ranks(ties).tolist() == [1, 1, 1, 3, 4.5, 4.5, 6]
 
 
 def test_validation_and_search_run(tmp_path):
     table = fbnet.fbnet_table(SPACE, 4, **FAST)
     lat, fixed = fbnet.fbnet_latency(SPACE, table, 4)
-    choices = fbnet.sample_choices(lat, 4, seed=0)
+    choices = validation.sample_choices(lat, 4, seed=0)
     assert len(choices) == 4 and all(len(c) == 2 for c in choices)
-    report = fbnet.validate_table(SPACE, lat, fixed, choices, 4, **FAST)
+    report = validation.validate_table(SPACE, lat, fixed, choices, 4, **FAST)
     assert -1 <= report["spearman"] <= 1 and report["mean_relative_error"] >= 0
     g = torch.Generator().manual_seed(0)
     data = torch.utils.data.TensorDataset(torch.randn(32, 1, 8, 8),

@@ -14,6 +14,7 @@ from darts_lit.cnn.ops import OPS, PRIMITIVES
 from darts_lit.core.data import UserError
 from darts_lit.fbnet import runtimes as R
 from darts_lit.fbnet import space as fbnet
+from darts_lit.fbnet import validation
 from darts_lit.fbnet.search import FBNetSearchConfig, search_fbnet
 from darts_lit.latency import table as LT
 
@@ -211,7 +212,7 @@ def test_validate_runtime_fits_the_overhead_and_ranks(monkeypatch):
     monkeypatch.setattr(R, "time_networks", exact)
     report = R.validate_runtime(space, table, networks=12, seed=5)
     spread, uniform = seen["samples"]
-    assert spread == fbnet.sample_choices(lat, 12, 5)
+    assert spread == validation.sample_choices(lat, 12, 5)
     assert uniform == R.uniform_choices(*lat.shape, 12, 5)
     assert report["overhead_ms"] == pytest.approx(0.7, abs=1e-12)
     for name in ("spread", "uniform"):

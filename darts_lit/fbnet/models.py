@@ -6,7 +6,7 @@ __all__ = ['PAPER_STAGES', 'SPACE_PRESETS', 'FBNET_ARCHS', 'PAPER_COUNTS',
            'fbnet_reference', 'save_architecture', 'load_architecture',
            'sample_architectures', 'validate_paper_space']
 
-# %% ../../book/13_fbnet_models.md #c5167599
+# %% ../../book/13_fbnet_models.md #7a526f5e
 import json
 import tempfile
 import time
@@ -20,12 +20,10 @@ from darts_lit.fbnet.space import (
     FBNetSpace,
     fbnet_latency,
     fbnet_table,
-    sample_choices,
-    spearman,
-    validate_table,
 )
 
 from ..core.utils import save_json
+from .validation import sample_choices, spearman, validate_table
 
 # %% ../../book/13_fbnet_models.md #588968ee
 PAPER_STAGES = ((16, 1, 1), (24, 4, 2), (32, 4, 2), (64, 4, 2), (112, 4, 1),

@@ -5,7 +5,7 @@ __all__ = ['TORCHSCRIPT', 'ONNXRUNTIME', 'VALIDATION_FILE', 'rank_changes',
            'uniform_choices', 'time_networks', 'fit_overhead', 'sample_report',
            'validate_runtime', 'format_validation', 'save_validation']
 
-# %% ../../book/13_fbnet_runtimes.md #5d40feb0
+# %% ../../book/13_fbnet_runtimes.md #e9fee80b
 import contextlib
 import io
 import statistics
@@ -14,14 +14,6 @@ import warnings
 import torch
 from torch import nn
 
-from darts_lit.fbnet.space import (
-    FBNetSpace,
-    average_ranks,
-    fbnet_latency,
-    fbnet_network,
-    sample_choices,
-    spearman,
-)
 from darts_lit.latency.table import (
     ExportFailedError,
     LatencyTable,
@@ -38,6 +30,8 @@ from darts_lit.latency.table import (
 from ..core.data import UserError
 from ..core.utils import register_hook, resolve_device, save_json
 from ..latency.objective import discrete_latency
+from .space import FBNetSpace, fbnet_latency, fbnet_network
+from .validation import average_ranks, sample_choices, spearman
 
 # %% ../../book/13_fbnet_runtimes.md #30eb01a5
 def _traced(module: nn.Module, x: torch.Tensor):

@@ -4,26 +4,18 @@
 __all__ = ['FBNET_BLOCKS', 'parse_block', 'ChannelShuffle', 'MBConv', 'make_block',
            'FBNetSpace', 'make_stem', 'make_head', 'MixedBlock', 'FBNetSupernet',
            'fbnet_network', 'fbnet_specs', 'make_fbnet_module', 'fbnet_latency',
-           'fbnet_table', 'sample_choices', 'average_ranks', 'spearman',
-           'validate_table']
+           'fbnet_table']
 
-# %% ../../book/13_fbnet.md #f63abe4b
+# %% ../../book/13_fbnet.md #81f8047b
 import re
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from darts_lit.latency.table import (
-    LatencyTable,
-    OpSpec,
-    load_or_measure,
-    measure_latency,
-)
-
 from ..cnn.ops import StridedPointwise
 from ..core.utils import cell_runner
-from ..latency.objective import discrete_latency
+from ..latency.table import LatencyTable, OpSpec, load_or_measure
 
 # %% ../../book/13_fbnet.md #03e16d81
 FBNET_BLOCKS = ("k3_e1", "k3_e1_g2", "k3_e3", "k3_e6", "k5_e1", "k5_e1_g2", "k5_e3",
@@ -231,44 +223,3 @@ def fbnet_table(space: FBNetSpace, batch: int, device="cpu", path=None,
                                      if spec in row)) if spec not in fixed else spec.op
     return load_or_measure(path, specs, lambda s: make_fbnet_module(space, s), device,
                            rebuild=rebuild, where=where, **kwargs)
-
-# %% ../../book/13_fbnet.md #2e1c62f9
-def sample_choices(lat: torch.Tensor, n: int, seed: int = 0) -> list[list[int]]:
-    """`n` networks from mostly fast to mostly slow: layer l draws softmax(s·z_l)."""
-    g = torch.Generator().manual_seed(seed)
-    z = (lat - lat.mean(1, keepdim=True)) / lat.std(1, keepdim=True)  # [L, K]
-    probs = [(s * z).softmax(-1).float() for s in torch.linspace(-3, 3, n).tolist()]
-    return [torch.multinomial(p, 1, generator=g)[:, 0].tolist() for p in probs]
-
-
-def average_ranks(v) -> torch.Tensor:
-    """Ranks 0..n-1 of the values `v`; tied values share their mean rank."""
-    v = torch.as_tensor(v, dtype=torch.float64)
-    ranks = torch.empty_like(v)
-    ranks[v.argsort()] = torch.arange(len(v), dtype=torch.float64)
-    for value in v.unique():  # networks made of the same blocks tie in the table
-        tied = v == value
-        ranks[tied] = ranks[tied].mean()
-    return ranks
-
-
-def spearman(x, y) -> float:
-    """Spearman's rank correlation: the Pearson correlation of the (average) ranks."""
-    rx, ry = average_ranks(x), average_ranks(y)
-    rx, ry = rx - rx.mean(), ry - ry.mean()
-    return float((rx * ry).sum() / (rx.norm() * ry.norm()))
-
-# %% ../../book/13_fbnet.md #728abefa
-def validate_table(space: FBNetSpace, lat: torch.Tensor, fixed: float, choices_list,
-                   batch: int, device="cpu", **kwargs) -> dict:
-    """Predicted (table) vs measured (end-to-end) latency of derived networks."""
-    predicted, measured = [], []
-    shape = (batch, space.in_channels, space.image_size, space.image_size)
-    for choices in choices_list:
-        predicted.append(discrete_latency(choices, lat, fixed))
-        measured.append(measure_latency(fbnet_network(space, choices), shape, device,
-                                        **kwargs))
-    pred, meas = torch.tensor(predicted), torch.tensor(measured)
-    return {"predicted": predicted, "measured": measured,
-            "spearman": spearman(pred, meas),
-            "mean_relative_error": float(((pred - meas).abs() / meas).mean())}
