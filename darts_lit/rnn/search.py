@@ -166,7 +166,7 @@ def search_rnn_epoch(model, architect, optimizer, train_data, search_data, confi
         meter.update(loss.item(), len(x))
     return meter.avg
 
-# %% ../../book/11_rnn_search.md #6bbce87b
+# %% ../../book/11_rnn_search.md #876190c6
 def check_columns(config, corpus) -> None:
     """Every split the run reads has at least 2 tokens per column of its batch."""
     uses = [("batch_size", "train"), ("eval_batch_size", "valid")]
@@ -181,7 +181,7 @@ def check_columns(config, corpus) -> None:
                                f"tokens per column of the {tokens:,}-token {split} "
                                f"split of {corpus.name}; give at most {tokens // 2}")
 
-
+# %% ../../book/11_rnn_search.md #41dc7137
 def lm_data(config, verbose: bool = False):
     """The corpus and its batchified streams on the configured device."""
     corpus = get_corpus(config.dataset, config.data_dir, config.max_vocab,
@@ -196,7 +196,6 @@ def lm_data(config, verbose: bool = False):
 def perplexity(loss: float) -> float:
     """Perplexity of a mean cross-entropy (inf when it overflows)."""
     return math.exp(loss) if loss < 700 else math.inf
-
 
 # %% ../../book/11_rnn_search.md #ccc481fa
 @dataclass
