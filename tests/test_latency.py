@@ -19,6 +19,7 @@ from darts_lit.fbnet.search import FBNetSearchConfig, search_fbnet
 from darts_lit.latency import darts as LD
 from darts_lit.latency import objective as L
 from darts_lit.latency import table as LT
+from darts_lit.latency import timing as LTM
 
 FAST = dict(warmup=1, repeats=3)
 
@@ -153,7 +154,7 @@ def _make(spec):
 
 def test_measure_latency_is_positive_and_restores_the_mode():
     m = OPS["sep_conv_3x3"](4, 1, False).train()
-    ms = LT.measure_latency(m, (2, 4, 6, 6), **FAST)
+    ms = LTM.measure_latency(m, (2, 4, 6, 6), **FAST)
     assert ms > 0 and m.training
 
 
@@ -197,21 +198,21 @@ def test_mismatched_table_is_refused_with_a_clear_message(tmp_path):
 
 def test_cpu_clock_needs_one_thread(one_thread, tmp_path):
     m = OPS["sep_conv_3x3"](4, 1, False)
-    assert LT.measure_latency(m, (2, 4, 6, 6), clock="cpu", **FAST) > 0
+    assert LTM.measure_latency(m, (2, 4, 6, 6), clock="cpu", **FAST) > 0
     path = tmp_path / "t.json"
     LT.load_or_measure(path, _specs(), _make, clock="cpu", **FAST)
     with pytest.raises(LT.StaleTableError, match="clock"):
         LT.LatencyTable.load(path, clock="wall")
     torch.set_num_threads(2)
     with pytest.raises(ValueError, match="set_num_threads"):
-        LT.measure_latency(m, (2, 4, 6, 6), clock="cpu", **FAST)
+        LTM.measure_latency(m, (2, 4, 6, 6), clock="cpu", **FAST)
 
 
 def test_auto_clock_is_cpu_time_only_on_one_cpu_thread(one_thread):
-    assert LT.auto_clock("cpu") == "cpu"
+    assert LTM.auto_clock("cpu") == "cpu"
     torch.set_num_threads(2)
-    assert LT.auto_clock("cpu") == "wall"
-    assert LT.auto_clock(torch.device("cuda")) == "wall"
+    assert LTM.auto_clock("cpu") == "wall"
+    assert LTM.auto_clock(torch.device("cuda")) == "wall"
 
 
 # ---- the DARTS cell space ------------------------------------------------------------

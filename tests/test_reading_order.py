@@ -115,7 +115,7 @@ def test_import_darts_lit_plugs_every_later_chapter_into_its_seam():
     from darts_lit.core.utils import HOOKS
     from darts_lit.fbnet import runtimes
     from darts_lit.latency import darts as latency_darts
-    from darts_lit.latency.table import EAGER, RUNTIMES
+    from darts_lit.latency.timing import EAGER, RUNTIMES
     from darts_lit.perf import fast_cell, fast_model, pc_darts, recompute
 
     assert HOOKS == {"fast_search_cell": fast_cell.fast_cell_forward,

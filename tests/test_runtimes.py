@@ -17,6 +17,7 @@ from darts_lit.fbnet import space as fbnet
 from darts_lit.fbnet import validation
 from darts_lit.fbnet.search import FBNetSearchConfig, search_fbnet
 from darts_lit.latency import table as LT
+from darts_lit.latency import timing as LTM
 
 FAST = dict(warmup=1, repeats=2)
 RUNTIMES = ("eager", "torchscript", "onnxruntime")
@@ -45,7 +46,7 @@ def test_every_candidate_runs_the_same_function_in_each_runtime(runtime):
         x = torch.randn(2, module_in(module), 9, 9, generator=g)
         with torch.no_grad():
             expected = module(x)
-            got = torch.as_tensor(LT.runtime_named(runtime).compile(module, x)(x))
+            got = torch.as_tensor(LTM.runtime_named(runtime).compile(module, x)(x))
         assert got.shape == expected.shape, name
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5, msg=name)
 
@@ -109,7 +110,7 @@ class Eigenvalues(nn.Module):
 def test_an_op_the_runtime_cannot_export_is_named_and_nothing_is_written(tmp_path):
     path = tmp_path / "t.json"
     spec = LT.OpSpec("eigvalsh", 2, 2, 4, 4, 1, 1)
-    with pytest.raises(LT.ExportFailedError) as e:
+    with pytest.raises(LTM.ExportFailedError) as e:
         LT.load_or_measure(path, [*_specs(), spec],
                            lambda s: Eigenvalues() if s is spec else _make(s),
                            runtime="onnxruntime", where=lambda s: "layer 3", **FAST)
@@ -130,7 +131,7 @@ def test_fbnet_table_names_the_layers_of_an_op_that_fails(monkeypatch):
         return Eigenvalues() if name == "k5_e6" else real(name, *args)
 
     monkeypatch.setattr(fbnet, "make_block", make)
-    with pytest.raises(LT.ExportFailedError) as e:
+    with pytest.raises(LTM.ExportFailedError) as e:
         fbnet.fbnet_table(space, 1, runtime="onnxruntime", warmup=0, repeats=1)
     layers = [i for i, (c_in, c_out, h, s) in enumerate(space.layer_shapes())
               if (c_in, c_out, h, s) == space.layer_shapes()[0]]
@@ -290,5 +291,5 @@ def test_an_error_of_the_module_itself_is_not_dressed_as_an_export_failure():
             raise ValueError("a bug in the module")
 
     with pytest.raises(ValueError, match="a bug in the module") as e:
-        LT.measure_latency(Broken(), (1, 2, 4, 4), **FAST)
-    assert not isinstance(e.value, LT.ExportFailedError)
+        LTM.measure_latency(Broken(), (1, 2, 4, 4), **FAST)
+    assert not isinstance(e.value, LTM.ExportFailedError)

@@ -6,8 +6,8 @@
         --validate 20
 
 Hand-written (not generated from the book); listed by `darts_lit.cli`. The table and
-its use are explained in the chapters *Measuring latency* (`darts_lit.latency.table`),
-*The latency objective* (`darts_lit.latency.objective`),
+its use are explained in the chapters *Measuring latency* (`darts_lit.latency.timing`,
+`darts_lit.latency.table`), *The latency objective* (`darts_lit.latency.objective`),
 *FBNet* (`darts_lit.fbnet.space`) and *Latency where the network runs*
 (`darts_lit.fbnet.runtimes`: the runtimes and `--validate`).
 """
@@ -44,7 +44,7 @@ def timing_from_args(args) -> dict:
     import torch
 
     from darts_lit.core.utils import resolve_device
-    from darts_lit.latency.table import auto_clock, check_clock
+    from darts_lit.latency.timing import auto_clock, check_clock
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -53,7 +53,7 @@ def timing_from_args(args) -> dict:
         check_clock(clock, resolve_device(args.device))
     except ValueError as e:
         raise UserError(f"--clock: {e}") from None
-    from darts_lit.latency.table import runtime_named
+    from darts_lit.latency.timing import runtime_named
 
     dtype = getattr(torch, getattr(args, "dtype", "float32"))
     runtime_named(args.runtime).check(args.device, dtype)  # known, installed, fits

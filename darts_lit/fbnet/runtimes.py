@@ -5,7 +5,7 @@ __all__ = ['TORCHSCRIPT', 'ONNXRUNTIME', 'VALIDATION_FILE', 'rank_changes',
            'uniform_choices', 'time_networks', 'fit_overhead', 'sample_report',
            'validate_runtime', 'format_validation', 'save_validation']
 
-# %% ../../book/13_fbnet_runtimes.md #e9fee80b
+# %% ../../book/13_fbnet_runtimes.md #df96eae5
 import contextlib
 import io
 import statistics
@@ -14,14 +14,12 @@ import warnings
 import torch
 from torch import nn
 
-from darts_lit.latency.table import (
+from darts_lit.latency.timing import (
     ExportFailedError,
-    LatencyTable,
     Runtime,
     RuntimeMissingError,
     check_clock,
     export_error_line,
-    progress_if_available,
     register_runtime,
     runtime_named,
     time_callable,
@@ -30,6 +28,7 @@ from darts_lit.latency.table import (
 from ..core.data import UserError
 from ..core.utils import register_hook, resolve_device, save_json
 from ..latency.objective import discrete_latency
+from ..latency.table import LatencyTable, progress_if_available
 from .space import FBNetSpace, fbnet_latency, fbnet_network
 from .validation import average_ranks, sample_choices, spearman
 

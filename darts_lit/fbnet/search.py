@@ -6,7 +6,7 @@ __all__ = ['SEARCH_FBNET', 'search_fbnet_epoch', 'FBNetSearchConfig', 'fbnet_obj
            'save_fbnet_architectures', 'FBNetSearchParts', 'FBNetSearchKind',
            'search_fbnet']
 
-# %% ../../book/13_fbnet_search.md #5ca09421
+# %% ../../book/13_fbnet_search.md #55997554
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -54,7 +54,8 @@ from ..core.data import DATASETS, UserError, get_dataset, search_loaders
 from ..core.loop import Run, RunKind, RunResult, fit, register_kind
 from ..core.runs import unwritable
 from ..core.speedups import autocast
-from ..latency.table import auto_clock, read_table_file, runtime_named
+from ..latency.table import read_table_file
+from ..latency.timing import auto_clock, runtime_named
 
 # %% ../../book/13_fbnet_search.md #0bdbdbea
 def search_fbnet_epoch(model: FBNetSupernet, loader, optimizer, *, tau: float,

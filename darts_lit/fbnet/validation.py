@@ -3,11 +3,11 @@
 # %% auto #0
 __all__ = ['sample_choices', 'average_ranks', 'spearman', 'validate_table']
 
-# %% ../../book/13_fbnet_validation.md #55eed117
+# %% ../../book/13_fbnet_validation.md #7f499e0f
 import torch
 
 from ..latency.objective import discrete_latency
-from ..latency.table import measure_latency
+from ..latency.timing import measure_latency
 from .space import FBNetSpace, fbnet_network
 
 # %% ../../book/13_fbnet_validation.md #2e1c62f9
