@@ -109,7 +109,7 @@ def build_fbnet(record: dict) -> nn.Module:
     space = space_from_dict(record["space"], "architecture record")
     return fbnet_network(space, [space.blocks.index(b) for b in record["blocks"]])
 
-# %% ../../book/13_fbnet_train.md #b8c277c4
+# %% ../../book/13_fbnet_train.md #5b46c490
 def fbnet_loaders(config: FBNetTrainConfig):
     """The shuffled, augmented training loader, the test loader and the DatasetInfo."""
     kw = dict(data_dir=config.data_dir, verbose=config.verbose,
@@ -122,7 +122,6 @@ def fbnet_loaders(config: FBNetTrainConfig):
                        num_workers=config.num_workers, pin_memory=pin),
             DataLoader(test_set, config.batch_size, num_workers=config.num_workers,
                        pin_memory=pin), info)
-
 
 # %% ../../book/13_fbnet_train.md #dca0509a
 class FBNetTrainKind(TrainedNetworkKind):
