@@ -155,7 +155,7 @@ class WeightSteps:
                        "bfloat16 autocast; the α step stays float32", group="weights")
 
 
-# %% ../../book/08_search_config.md #09411d60
+# %% ../../book/08_search_config.md #e511de14
 def check_hvp(config) -> None:
     """`hvp='exact'` needs the second-order step: the rule of every DARTS search."""
     if config.hvp == "exact" and not config.unrolled:
@@ -163,7 +163,7 @@ def check_hvp(config) -> None:
                            f"({option_name(type(config), 'unrolled')}); the first "
                            "order has no Hessian-vector product")
 
-
+# %% ../../book/08_search_config.md #a26f64e0
 @dataclass
 class ArchSteps:
     """Settings of a search: the Adam steps of the architecture α, and their loss."""
@@ -236,7 +236,7 @@ class ArchSteps:
                                f"or α would never move; got {self.warmup_epochs}")
         super().check()
 
-# %% ../../book/08_search_config.md #7400d695
+# %% ../../book/08_search_config.md #aa49cd3a
 @dataclass
 class CollapseSettings:
     """Settings of a search: the collapse diagnostics and remedies (all off: DARTS)."""
@@ -304,7 +304,7 @@ class CollapseSettings:
                                f"{name('single_level')}")
         super().check()
 
-
+# %% ../../book/08_search_config.md #fca7cec0
 @dataclass
 class SearchConfig(CollapseSettings, ArchSteps, WeightSteps, SuperNetwork, SearchData,
                    RunConfig):

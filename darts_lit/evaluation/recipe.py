@@ -26,7 +26,7 @@ from ..core import speedups
 from ..core.data import DATASETS
 from .model import NetworkCIFAR, NetworkImageNet
 
-# %% ../../book/10_train_recipe.md #6204539c
+# %% ../../book/10_train_recipe.md #d75c5c4b
 UNTRAINABLE = {"noise": "it replaces its input with random numbers (R-DARTS's space "
                "s4 holds it to test the search, not to be trained)"}
 
@@ -46,7 +46,7 @@ def imagenet_needs_rgb(config, dataset: str, channels: int):
                         f"the images of {dataset} have {channels}; use "
                         f"{option_name(type(config), 'network')} cifar")
 
-
+# %% ../../book/10_train_recipe.md #2a81cd7a
 @dataclass
 class TrainConfig(RunConfig):
     """Settings of `train`; the defaults are the paper's CIFAR-10 evaluation."""

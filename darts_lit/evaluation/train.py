@@ -114,7 +114,7 @@ def make_loaders(config: TrainConfig):
                              num_workers=config.num_workers, pin_memory=pin)
     return train_loader, test_loader, info
 
-# %% ../../book/10_train.md #597988e2
+# %% ../../book/10_train.md #1c48e9ea
 @dataclass
 class TrainParts:
     """The objects of a running training besides model and optimizer."""
@@ -161,7 +161,7 @@ class TrainedNetworkKind(RunKind):
         return [f"run folder: {result.out_dir} (epoch {res['epoch']}/"
                 f"{result.config.epochs})", format_test_result(res)]
 
-
+# %% ../../book/10_train.md #79f40b8f
 class TrainKind(TrainedNetworkKind):
     """Training a genotype's evaluation network from scratch, and testing it."""
 
