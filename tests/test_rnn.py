@@ -12,6 +12,7 @@ from torch.nn import functional as F
 from darts_lit.cnn.genotypes import GenotypeError
 from darts_lit.core.config import ConfigError
 from darts_lit.core.data import DataNotFoundError
+from darts_lit.core.utils import NonFiniteLossError
 from darts_lit.rnn.architect import RNNArchitect
 from darts_lit.rnn.data import (
     EOS,
@@ -343,6 +344,57 @@ def test_search_resume_is_bit_exact(tmp_path):
     assert load_rnn_genotype(tmp_path / "genotype.json") == resumed.model.genotype()
     assert resumed.summary == {"genotype": resumed.history[-1]["genotype"]}
     assert len(json.loads((tmp_path / "history.json").read_text())) == 2
+
+
+def test_evaluation_refuses_a_nan_validation_loss():
+    """Weights grown 10^4-fold overflow the recurrence within 17 steps in float32: the
+    mean is NaN, and `evaluate_lm` raises instead of returning it (the same model at its
+    initial weights gives a finite loss)."""
+    torch.manual_seed(0)
+    lm = RNNModelSearch(30, 6, 6, 6, 0.0, 0.0, 0.0, 0.0, 0.0, steps=3).eval()
+    stream = torch.randint(30, (17, 2))
+    assert math.isfinite(evaluate_lm(lm, stream, bptt=4))
+    with torch.no_grad():
+        for p in lm.rnns.parameters():
+            p.mul_(1e4)
+    with pytest.raises(NonFiniteLossError, match=r"^the validation loss is nan at "
+                       r"evaluation: the recurrence probably overflowed"):
+        evaluate_lm(lm, stream, bptt=4)
+
+
+@pytest.mark.parametrize("kind", ["search", "train"])
+def test_a_nan_validation_loss_stops_the_run_and_keeps_the_last_checkpoint(
+        kind, tmp_path, monkeypatch):
+    """Epoch 2's evaluation overflows (its weights multiplied by 10^4 before it): the
+    run stops with one message naming the kept checkpoint of epoch 1 and the option to
+    lower; the run folder holds epoch 1 only, and no NaN reaches the history."""
+    import darts_lit.rnn.search as rsearch
+    import darts_lit.rnn.train as rtrain
+
+    module = rsearch if kind == "search" else rtrain
+    real, calls = module.evaluate_lm, []
+
+    def overflowing(model, data, bptt=35):
+        calls.append(1)
+        if len(calls) == 2:
+            with torch.no_grad():
+                for p in model.rnns.parameters():
+                    p.mul_(1e4)
+        return real(model, data, bptt)
+
+    monkeypatch.setattr(module, "evaluate_lm", overflowing)
+    run = search_rnn if kind == "search" else train_rnn
+    config = _tiny_search(epochs=3) if kind == "search" else _tiny_train(epochs=3)
+    with pytest.raises(NonFiniteLossError) as e:
+        run(config, out_dir=tmp_path, verbose=False)
+    message = str(e.value)
+    assert message.startswith("the validation loss is nan at evaluation")
+    assert f"The checkpoint of epoch 1 (finite values) is kept in {tmp_path}" in message
+    assert "Start a new run with a lower learning_rate" in message  # (--learning-rate
+    # on the command line)
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1]
+    assert math.isfinite(history[0]["valid_loss"])
 
 
 @pytest.mark.parametrize(("run", "option", "split"), [

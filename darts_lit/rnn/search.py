@@ -46,10 +46,11 @@ def repackage_hidden(h):
         return h.detach()
     return type(h)(repackage_hidden(v) for v in h)
 
-# %% ../../book/11_rnn_search.md #f75175ff
+# %% ../../book/11_rnn_search.md #daf84c7b
 @torch.no_grad()
 def evaluate_lm(model, data_source: torch.Tensor, bptt: int = 35) -> float:
-    """Mean next-word NLL of `model` over a batchified stream `[T, B]`."""
+    """Mean next-word NLL of `model` over a batchified stream `[T, B]`;
+    `NonFiniteLossError` if it is not finite."""
     model.eval()
     hidden = model.init_hidden(data_source.size(1))
     total, n = 0.0, 0
@@ -57,6 +58,9 @@ def evaluate_lm(model, data_source: torch.Tensor, bptt: int = 35) -> float:
         x, y = get_batch(data_source, i, bptt)
         loss, hidden = model.loss(x, y, hidden)
         total, n = total + loss.item() * len(x), n + len(x)
+    check_finite(torch.tensor(total / n), "the validation loss", "evaluation", hint=(
+        "the recurrence probably overflowed over the stream (evaluation mode has no "
+        "dropout to damp it), so the learning rate is likely too large for this model"))
     return total / n
 
 # %% ../../book/11_rnn_search.md #04bd044f
@@ -181,7 +185,7 @@ def check_columns(config, corpus) -> None:
                                f"tokens per column of the {tokens:,}-token {split} "
                                f"split of {corpus.name}; give at most {tokens // 2}")
 
-# %% ../../book/11_rnn_search.md #41dc7137
+# %% ../../book/11_rnn_search.md #e72d8371
 def lm_data(config, verbose: bool = False):
     """The corpus and its batchified streams on the configured device."""
     corpus = get_corpus(config.dataset, config.data_dir, config.max_vocab,
@@ -194,7 +198,9 @@ def lm_data(config, verbose: bool = False):
 
 
 def perplexity(loss: float) -> float:
-    """Perplexity of a mean cross-entropy (inf when it overflows)."""
+    """Perplexity of a mean cross-entropy (inf when it overflows, NaN for NaN)."""
+    if math.isnan(loss):
+        return math.nan
     return math.exp(loss) if loss < 700 else math.inf
 
 # %% ../../book/11_rnn_search.md #ccc481fa
