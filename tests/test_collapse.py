@@ -359,6 +359,32 @@ def test_random_smoothing_projects_each_row_as_the_public_code():
     assert (seen == 1.0).any(), "no row was all below 0: the last case is untested"
 
 
+def test_adversarial_projection_is_the_public_codes_box_then_clip():
+    """One PGD projection of SDARTS-ADV as `Linf_PGD_alpha` writes it: the parameters
+    reset to base + clamp(p − base, −ε, ε), then `clip()` row by row (a row of zeros
+    gets 1 at its largest entry). `_project` returns the δ that reaches that point."""
+    from darts_lit.cnn.smoothing import _project
+
+    g = torch.Generator().manual_seed(5)
+    base = F.softmax(torch.randn(200, 8, generator=g, dtype=torch.float64), -1)
+    delta = 0.6 * torch.rand(200, 8, generator=g, dtype=torch.float64) - 0.45
+    base[:4] = F.softmax(0.1 * torch.randn(4, 8, generator=g, dtype=torch.float64), -1)
+    delta[:4] = -0.4  # beyond the box: clamped to −0.3, so every entry goes below 0
+    assert (base[:4] + delta[:4].clamp(-0.3, 0.3) < 0).all()
+    expected = base + delta.clamp(-0.3, 0.3)
+    for line in expected:
+        top = line.argmax()
+        line.clamp_(0, 1)
+        if line.sum() == 0.0:
+            line[top] = 1.0
+        line.div_(line.sum())
+    seen = _project(base, delta, 0.3) + base
+    torch.testing.assert_close(seen, expected, rtol=0, atol=1e-15)
+    assert (seen[:4].argmax(-1) == base[:4].argmax(-1)).all()  # the largest before
+    assert (seen[:4].max(-1).values == 1.0).all()
+    torch.testing.assert_close(seen.sum(-1), torch.ones(200, dtype=torch.float64))
+
+
 def test_random_smoothing_distribution():
     torch.manual_seed(0)
     w = torch.full((400, 500), 0.25)

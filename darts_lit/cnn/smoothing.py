@@ -35,12 +35,11 @@ def random_smoothing(epsilon: float, clip: bool = True):
 
     return perturb
 
-# %% ../../book/08_smoothing.md #924877ac
+# %% ../../book/08_smoothing.md #45c49e3c
 def _project(base: torch.Tensor, delta: torch.Tensor, epsilon: float) -> torch.Tensor:
-    """δ clamped to the ε-box, base + δ clamped to [0, 1] with rows summing to 1."""
-    w = (base + delta.clamp(-epsilon, epsilon)).clamp(0, 1)
-    w = w / w.sum(-1, keepdim=True).clamp_min(1e-12)
-    return w - base
+    """δ clamped to the ε-box, then base + δ projected by `clip_rows` (SmoothDARTS's
+    `clip()`); returned as the δ that reaches the projected point."""
+    return clip_rows(base + delta.clamp(-epsilon, epsilon)) - base
 
 
 def _adders(deltas):
