@@ -337,22 +337,28 @@ def test_adversarial_smoothing_finds_a_worse_delta_than_noise():
         assert not torch.equal(w, base)
 
 
-def test_random_smoothing_projects_each_row_as_the_public_code():
+def public_clip(rows: torch.Tensor) -> torch.Tensor:
     """SmoothDARTS's `clip()`, written as its loop writes it, row by row: clamp to
     [0, 1], a row of zeros gets 1 at its largest entry, divide by the row's sum."""
+    rows = rows.clone()
+    for line in rows:
+        top = line.argmax()
+        line.clamp_(0, 1)
+        if line.sum() == 0.0:
+            line[top] = 1.0
+        line.div_(line.sum())
+    return rows
+
+
+def test_random_smoothing_projects_each_row_as_the_public_code():
+    """SDARTS-RS's noise, then `public_clip`."""
     g = torch.Generator().manual_seed(3)
     w = F.softmax(3 * torch.randn(300, 8, generator=g, dtype=torch.float64), -1)
     w[:5] = -1.0  # rows whose every entry the noise leaves below 0
     torch.manual_seed(1)
     seen = random_smoothing(0.3)(w)
     torch.manual_seed(1)
-    expected = w + torch.empty_like(w).uniform_(-0.3, 0.3)
-    for line in expected:
-        top = line.argmax()
-        line.clamp_(0, 1)
-        if line.sum() == 0.0:
-            line[top] = 1.0
-        line.div_(line.sum())
+    expected = public_clip(w + torch.empty_like(w).uniform_(-0.3, 0.3))
     torch.testing.assert_close(seen, expected, rtol=0, atol=1e-15)
     assert ((seen >= 0) & (seen <= 1)).all()
     torch.testing.assert_close(seen.sum(-1), torch.ones(300, dtype=torch.float64))
@@ -361,8 +367,8 @@ def test_random_smoothing_projects_each_row_as_the_public_code():
 
 def test_adversarial_projection_is_the_public_codes_box_then_clip():
     """One PGD projection of SDARTS-ADV as `Linf_PGD_alpha` writes it: the parameters
-    reset to base + clamp(p − base, −ε, ε), then `clip()` row by row (a row of zeros
-    gets 1 at its largest entry). `_project` returns the δ that reaches that point."""
+    reset to base + clamp(p − base, −ε, ε), then `public_clip`. `_project` returns the
+    δ that reaches that point."""
     from darts_lit.cnn.smoothing import _project
 
     g = torch.Generator().manual_seed(5)
@@ -371,13 +377,7 @@ def test_adversarial_projection_is_the_public_codes_box_then_clip():
     base[:4] = F.softmax(0.1 * torch.randn(4, 8, generator=g, dtype=torch.float64), -1)
     delta[:4] = -0.4  # beyond the box: clamped to −0.3, so every entry goes below 0
     assert (base[:4] + delta[:4].clamp(-0.3, 0.3) < 0).all()
-    expected = base + delta.clamp(-0.3, 0.3)
-    for line in expected:
-        top = line.argmax()
-        line.clamp_(0, 1)
-        if line.sum() == 0.0:
-            line[top] = 1.0
-        line.div_(line.sum())
+    expected = public_clip(base + delta.clamp(-0.3, 0.3))
     seen = _project(base, delta, 0.3) + base
     torch.testing.assert_close(seen, expected, rtol=0, atol=1e-15)
     assert (seen[:4].argmax(-1) == base[:4].argmax(-1)).all()  # the largest before
